@@ -1,0 +1,15 @@
+"""Storage: Tortoise models, migrations, and the task state machine."""
+
+from storage.db import open_database, ping
+from storage.models import FINISHED_STATES, OPEN_STATES, Task, TaskRun, TaskState, User
+
+__all__ = [
+    "FINISHED_STATES",
+    "OPEN_STATES",
+    "Task",
+    "TaskRun",
+    "TaskState",
+    "User",
+    "open_database",
+    "ping",
+]

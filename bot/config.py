@@ -1,0 +1,154 @@
+"""Configuration: one TOML file plus environment variables for secrets.
+
+Every key has a default except the secrets and the workflow id. A key the program does not
+know, a value of the wrong type, or a missing secret stops start-up with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+
+class ConfigError(Exception):
+    """A setting that stops start-up; the message is one line naming the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class TelegramSettings(_Section):
+    token: SecretStr = SecretStr("")
+    api_base_url: str = "https://api.telegram.org/bot"
+    mode: Literal["polling"] = "polling"
+    poll_timeout_seconds: int = Field(default=30, ge=0, le=50)
+
+
+class CozeSettings(_Section):
+    api_base_url: str = "https://api.coze.cn"
+    token: SecretStr = SecretStr("")
+    workflow_id: str = ""
+    url_parameter: str = Field(default="url", min_length=1)
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str = ""
+    callback_secret: SecretStr = SecretStr("")
+    max_callback_bytes: int = Field(default=1_048_576, ge=1024)
+
+
+class StorageSettings(_Section):
+    database_url: str = "sqlite://data/bot.sqlite3"
+
+
+class TaskSettings(_Section):
+    max_retries: int = Field(default=2, ge=0, le=10)
+    timeout_seconds: int = Field(default=900, ge=10)
+    reconcile_after_seconds: int = Field(default=120, ge=1)
+    max_links_per_message: int = Field(default=3, ge=1, le=10)
+
+
+class DeliverySettings(_Section):
+    max_text_messages: int = Field(default=3, ge=1, le=10)
+    scan_interval_seconds: float = Field(default=5.0, gt=0)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(_Section):
+    telegram: TelegramSettings = TelegramSettings()
+    coze: CozeSettings = CozeSettings()
+    server: ServerSettings = ServerSettings()
+    storage: StorageSettings = StorageSettings()
+    tasks: TaskSettings = TaskSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    logging: LoggingSettings = LoggingSettings()
+
+
+#: Secrets may come from the environment instead of the file (the environment wins).
+SECRET_ENV = {
+    "TELEGRAM_BOT_TOKEN": ("telegram", "token"),
+    "COZE_API_TOKEN": ("coze", "token"),
+    "CALLBACK_SECRET": ("server", "callback_secret"),
+}
+MIN_SECRET_LENGTH = 16
+
+
+def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, validate and complete the settings; raises ConfigError with one line."""
+    environ = os.environ if environ is None else environ
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for env_name, (section, key) in SECRET_ENV.items():
+        value = environ.get(env_name)
+        if value:
+            table = raw.setdefault(section, {})
+            if isinstance(table, dict):
+                table[key] = value
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from None
+    _check_required(settings)
+    return settings
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    given = error.get("input")
+    shown = "" if isinstance(given, dict) or _is_secret_key(key) else f" (got {given!r})"
+    return f"{key}: {error['msg']}{shown}"
+
+
+def _is_secret_key(key: str) -> bool:
+    return any(key == f"{section}.{name}" for section, name in SECRET_ENV.values())
+
+
+def _check_required(settings: Settings) -> None:
+    secrets = {
+        ("telegram", "token"): settings.telegram.token,
+        ("coze", "token"): settings.coze.token,
+        ("server", "callback_secret"): settings.server.callback_secret,
+    }
+    env_of = {where: name for name, where in SECRET_ENV.items()}
+    for (section, key), value in secrets.items():
+        if not value.get_secret_value():
+            raise ConfigError(
+                f"{section}.{key}: not set (set it in the config file or {env_of[section, key]})"
+            )
+    if len(settings.server.callback_secret.get_secret_value()) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"server.callback_secret: too short (at least {MIN_SECRET_LENGTH} characters)"
+        )
+    if not settings.coze.workflow_id:
+        raise ConfigError("coze.workflow_id: not set (the id of your published workflow)")
+    for key, url in (
+        ("telegram.api_base_url", settings.telegram.api_base_url),
+        ("coze.api_base_url", settings.coze.api_base_url),
+        ("server.public_url", settings.server.public_url or "http://derived"),
+    ):
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{key}: must start with http:// or https:// (got {url!r})")
+    db = settings.storage.database_url
+    if not db.startswith(("sqlite://", "postgres://", "asyncpg://", "psycopg://")):
+        raise ConfigError(f"storage.database_url: unsupported database URL (got {db!r})")

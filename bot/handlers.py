@@ -1,0 +1,154 @@
+"""PTB handlers: commands, pasted links, and the Retry button."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters, Update
+from telegram.error import BadRequest
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from bot import texts
+from bot.links import links_in
+from storage.repository import RetryRefusal
+from tasks import TaskService, UserInfo
+
+log = logging.getLogger(__name__)
+
+RETRY_PREFIX = "retry:"
+_RETRY_DATA = re.compile(r"^retry:(\d{1,12})$")
+
+
+def retry_markup(task_id: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(texts.RETRY_LABEL, callback_data=f"{RETRY_PREFIX}{task_id}")]]
+    )
+
+
+def _reply_to(message: Message) -> ReplyParameters:
+    return ReplyParameters(message_id=message.message_id, allow_sending_without_reply=True)
+
+
+class Handlers:
+    """Handlers bound to the task service (passed in, never global)."""
+
+    def __init__(self, service: TaskService, *, max_links_per_message: int) -> None:
+        self._service = service
+        self._max_links = max_links_per_message
+
+    def register(self, application: Application) -> None:  # type: ignore[type-arg]
+        private_messages = filters.UpdateType.MESSAGE
+        application.add_handler(CommandHandler("start", self.start, filters=private_messages))
+        application.add_handler(CommandHandler("help", self.help, filters=private_messages))
+        application.add_handler(CommandHandler("tasks", self.tasks, filters=private_messages))
+        application.add_handler(CommandHandler("status", self.status, filters=private_messages))
+        application.add_handler(MessageHandler(private_messages & filters.COMMAND, self.unknown))
+        application.add_handler(MessageHandler(private_messages, self.on_message))
+        application.add_handler(CallbackQueryHandler(self.on_button))
+
+    async def start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        assert update.effective_message is not None
+        await update.effective_message.reply_text(texts.START, parse_mode=None)
+
+    async def help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        assert update.effective_message is not None
+        await update.effective_message.reply_text(texts.HELP, parse_mode=None)
+
+    async def unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        assert update.effective_message is not None
+        await update.effective_message.reply_text(texts.UNKNOWN_COMMAND, parse_mode=None)
+
+    async def on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        sender = update.effective_user
+        if message is None or sender is None:
+            return
+        links = links_in(message)
+        if not links:
+            await message.reply_text(texts.NO_LINK, parse_mode=None)
+            return
+        taken, skipped = links[: self._max_links], max(0, len(links) - self._max_links)
+        user = UserInfo(id=sender.id, first_name=sender.first_name, username=sender.username)
+        # Store first: once this returns, the tasks survive anything that happens next.
+        tasks = await self._service.submit(
+            user, chat_id=message.chat_id, message_id=message.message_id, links=taken
+        )
+        try:
+            ack = await message.reply_text(
+                texts.accepted(tasks, skipped), parse_mode=None, reply_parameters=_reply_to(message)
+            )
+            for task in tasks:
+                await self._service.set_ack_message(task, ack.message_id)
+        finally:
+            # After the acknowledgement, so a fast result never overtakes it; whatever happened
+            # to the acknowledgement, the work goes on.
+            self._service.start_all(tasks)
+
+    async def tasks(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message, sender = update.effective_message, update.effective_user
+        if message is None or sender is None:
+            return
+        user = await self._service.user(sender.id)
+        recent = await self._service.recent_tasks(sender.id)
+        await message.reply_text(texts.task_list(user, recent), parse_mode=None)
+
+    async def status(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message, sender = update.effective_message, update.effective_user
+        if message is None or sender is None:
+            return
+        args = context.args or []
+        number = args[0].lstrip("#") if len(args) == 1 else ""
+        if not number.isdigit() or len(number) > 12:
+            await message.reply_text(texts.STATUS_USAGE, parse_mode=None)
+            return
+        task = await self._service.task_of(sender.id, int(number))
+        if task is None:
+            await message.reply_text(texts.no_such_task(int(number)), parse_mode=None)
+            return
+        await message.reply_text(
+            texts.task_status(task, self._service.max_retries), parse_mode=None
+        )
+
+    async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        if query is None:
+            return
+        match = _RETRY_DATA.match(query.data or "")
+        if match is None:
+            await query.answer(texts.BUTTON_UNKNOWN)
+            return
+        decision = await self._service.retry(
+            task_id=int(match.group(1)), user_id=query.from_user.id
+        )
+        task = decision.task
+        if decision.refusal is RetryRefusal.NOT_FOUND or task is None:
+            # A forged button, or someone else's: say nothing about the task, change nothing.
+            await query.answer(texts.BUTTON_NOT_YOURS)
+            return
+        if decision.refusal is RetryRefusal.BUSY:
+            await query.answer(texts.busy(task))
+            return
+        if decision.refusal is RetryRefusal.NO_RETRIES_LEFT:
+            await query.answer(texts.no_retries_left(task), show_alert=True)
+        else:
+            await query.answer(texts.retrying(task, self._service.max_retries))
+        # Either way this button has done its work: the new outcome brings a fresh one.
+        await self._remove_button(query.message)
+
+    @staticmethod
+    async def _remove_button(message: object) -> None:
+        if not isinstance(message, Message) or message.reply_markup is None:
+            return
+        try:
+            await message.edit_reply_markup(reply_markup=None)
+        except BadRequest as exc:
+            # "Message is not modified" (already removed by a quick second press) is harmless.
+            log.info("could not remove a Retry button: %s", exc.message)

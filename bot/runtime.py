@@ -1,0 +1,219 @@
+"""The composition root: one asyncio process running the web server, the bot and the loops.
+
+The aiohttp application hosts everything: its cleanup contexts open the database, create the
+Coze client and the task service, and run PTB (driven by hand, as in PTB's customwebhookbot
+example) with the delivery loop. Shutdown runs them backwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+from telegram import BotCommand, Update
+from telegram.error import TelegramError
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes
+
+from bot.config import Settings
+from bot.delivery import DeliveryLoop
+from bot.handlers import Handlers
+from coze import CozeWorkflowClient
+from storage import open_database, ping
+from tasks import TaskService
+from webhook import HEALTH_CHECK, TASK_SERVICE, create_app
+from webhook.app import CALLBACK_PATH
+
+log = logging.getLogger(__name__)
+
+PTB_APPLICATION = web.AppKey("ptb_application", Application)
+ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+COMMANDS = [
+    BotCommand("help", "How to use this bot"),
+    BotCommand("tasks", "Your recent tasks"),
+    BotCommand("status", "One task: /status N"),
+]
+
+
+@dataclass(frozen=True)
+class RunningBot:
+    app: web.Application
+    public_url: str
+
+    @property
+    def service(self) -> TaskService:
+        return self.app[TASK_SERVICE]
+
+
+def secrets_of(settings: Settings) -> tuple[str, ...]:
+    return (
+        settings.telegram.token.get_secret_value(),
+        settings.coze.token.get_secret_value(),
+        settings.server.callback_secret.get_secret_value(),
+    )
+
+
+def build_web_app(settings: Settings, public_url: str) -> web.Application:
+    app = create_app(max_callback_bytes=settings.server.max_callback_bytes)
+    app.cleanup_ctx.append(_database(settings))
+    app.cleanup_ctx.append(_task_service(settings, public_url))
+    app.cleanup_ctx.append(_telegram(settings))
+    return app
+
+
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+
+
+def _database(settings: Settings) -> CleanupContext:
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        async with open_database(settings.storage.database_url):
+            app[HEALTH_CHECK] = ping
+            yield
+
+    return database
+
+
+def _task_service(settings: Settings, public_url: str) -> CleanupContext:
+    async def task_service(app: web.Application) -> AsyncIterator[None]:
+        coze = CozeWorkflowClient(
+            base_url=settings.coze.api_base_url,
+            token=settings.coze.token.get_secret_value(),
+            workflow_id=settings.coze.workflow_id,
+            url_parameter=settings.coze.url_parameter,
+            callback_url=public_url.rstrip("/") + CALLBACK_PATH,
+            callback_secret=settings.server.callback_secret.get_secret_value(),
+            timeout_seconds=settings.coze.request_timeout_seconds,
+        )
+        service = TaskService(
+            coze,
+            callback_secret=settings.server.callback_secret.get_secret_value(),
+            max_retries=settings.tasks.max_retries,
+            timeout_seconds=settings.tasks.timeout_seconds,
+        )
+        app[TASK_SERVICE] = service
+        try:
+            yield
+        finally:
+            await service.close()
+            await coze.aclose()
+
+    return task_service
+
+
+def build_application(settings: Settings, service: TaskService) -> Application:  # type: ignore[type-arg]
+    application = (
+        ApplicationBuilder()
+        .token(settings.telegram.token.get_secret_value())
+        .base_url(settings.telegram.api_base_url)
+        .rate_limiter(AIORateLimiter(max_retries=2))
+        # Handlers only touch the database and send one reply; a slow reply to one user
+        # must not hold up everyone else's updates.
+        .concurrent_updates(32)
+        .build()
+    )
+    Handlers(service, max_links_per_message=settings.tasks.max_links_per_message).register(
+        application
+    )
+    application.add_error_handler(_log_error)
+    return application
+
+
+async def _log_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    where = "polling"
+    if isinstance(update, Update):
+        user = update.effective_user.id if update.effective_user else None
+        chat = update.effective_chat.id if update.effective_chat else None
+        where = f"update {update.update_id} (user {user}, chat {chat})"
+    log.error("error while handling %s", where, exc_info=context.error)
+
+
+def _polling_error_reporter(
+    application: Application,  # type: ignore[type-arg]
+) -> Callable[[TelegramError], None]:
+    # PTB wants a plain function here; errors then reach the error handler like any other.
+    def report(exc: TelegramError) -> None:
+        application.create_task(application.process_error(None, exc))
+
+    return report
+
+
+def _telegram(settings: Settings) -> CleanupContext:
+    async def telegram(app: web.Application) -> AsyncIterator[None]:
+        service = app[TASK_SERVICE]
+        application = build_application(settings, service)
+        app[PTB_APPLICATION] = application
+        await application.initialize()
+        try:
+            await application.bot.set_my_commands(COMMANDS)
+        except TelegramError as exc:
+            log.warning("could not set the command menu: %s", exc)
+        await application.start()
+        assert application.updater is not None
+        await application.updater.start_polling(
+            poll_interval=0.0,
+            timeout=settings.telegram.poll_timeout_seconds,
+            allowed_updates=ALLOWED_UPDATES,
+            error_callback=_polling_error_reporter(application),
+        )
+        delivery = DeliveryLoop(
+            application.bot,
+            service,
+            max_text_messages=settings.delivery.max_text_messages,
+            scan_interval=settings.delivery.scan_interval_seconds,
+            secrets=secrets_of(settings),
+        )
+        delivery_task = asyncio.create_task(delivery.run(), name="delivery-loop")
+        resumed = await service.resume_pending()
+        if resumed:
+            log.info("resumed %d pending task(s)", resumed)
+        try:
+            yield
+        finally:
+            await application.updater.stop()
+            delivery.stop()
+            await delivery_task
+            await application.stop()
+            await application.shutdown()
+
+    return telegram
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+@asynccontextmanager
+async def running_bot(settings: Settings) -> AsyncIterator[RunningBot]:
+    """Run the whole bot until the block exits. With port 0 the OS picks the port."""
+    sock = _bind(settings.server.host, settings.server.port)
+    port = sock.getsockname()[1]
+    public_url = settings.server.public_url or f"http://{settings.server.host}:{port}"
+    app = build_web_app(settings, public_url)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    try:
+        # Opens the database and starts the bot, in this task, so every task created from
+        # here on (request handlers, PTB's, the loops) sees the same database context.
+        await runner.setup()
+        site = web.SockSite(runner, sock)
+        await site.start()
+        log.info(
+            "listening on %s:%s, callbacks at %s%s",
+            settings.server.host,
+            port,
+            public_url,
+            CALLBACK_PATH,
+        )
+        yield RunningBot(app=app, public_url=public_url)
+    finally:
+        await runner.cleanup()
+        sock.close()

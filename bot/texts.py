@@ -1,0 +1,155 @@
+"""What the bot says. All plain text: nothing here is sent with a parse mode."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from storage import Task, TaskState, User
+
+KNOWN_PLATFORMS = (
+    "Douyin (抖音)",
+    "Kuaishou (快手)",
+    "Xiaohongshu (小红书)",
+    "Bilibili (哔哩哔哩)",
+    "TikTok",
+    "YouTube",
+)
+
+HELP = (
+    "Send me a link to a video, or paste a platform's share text as it is, for example:\n"
+    "7.43 复制打开抖音，看看【某某的作品】今天的视频 https://v.douyin.com/iRNBho6u/\n\n"
+    "I answer at once with a task number, and send the video's text when it is ready "
+    "(usually within a minute or two), with a Retry button in case it is not right.\n\n"
+    "Known to work: " + ", ".join(KNOWN_PLATFORMS) + ". Other sites may work too.\n\n"
+    "Commands:\n"
+    "/tasks - your recent tasks\n"
+    "/status N - one task, by its number\n"
+    "/help - this message"
+)
+
+START = "Hello! I turn video links into text.\n\n" + HELP
+
+NO_LINK = (
+    "I could not find a video link in that message. Send a link starting with http:// or "
+    "https://, or paste the share text from the video app as it is. /help shows an example."
+)
+
+UNKNOWN_COMMAND = "I don't know that command. /help lists what I can do."
+
+STATUS_USAGE = "Send /status followed by a task number, for example: /status 12"
+
+STATE_WORDS = {
+    TaskState.PENDING: "queued",
+    TaskState.PROCESSING: "extracting",
+    TaskState.COMPLETED: "done",
+    TaskState.FAILED: "failed",
+    TaskState.TIMEOUT: "timed out",
+}
+
+# Failure kinds (tasks.FailureKind, coze ErrorClass) in words a user understands.
+FAILURE_WORDS = {
+    "workflow_failed": (
+        "The video could not be turned into text. It may be private, deleted, region-locked, "
+        "or from a site that is not supported."
+    ),
+    "no_text": "No speech or text was found in this video.",
+    "coze_busy": "The text service is busy right now. Please try again in a minute.",
+    "coze_config": (
+        "The bot's text service is not set up correctly. The operator has been told; "
+        "please try again later."
+    ),
+    "coze_plan": (
+        "The bot's text service plan does not allow this right now. The operator has been "
+        "told; please try again later."
+    ),
+    "coze_quota": "The bot has used up its quota for today. Please try again tomorrow.",
+    "coze_error": "The text service refused the request. Please try again later.",
+    "timeout": "This took too long and was stopped.",
+}
+GENERIC_FAILURE = "Something went wrong while extracting the text."
+
+
+def accepted(tasks: list[Task], skipped: int) -> str:
+    if len(tasks) == 1:
+        text = (
+            f"Got it! Task #{tasks[0].id} is on its way. I'll send the text here when it's ready."
+        )
+    else:
+        numbers = ", ".join(f"#{task.id}" for task in tasks)
+        text = f"Got it! Tasks {numbers} are on their way. I'll send each text here when ready."
+    if skipped:
+        text += f"\n({skipped} more link(s) skipped: send them in another message.)"
+    return text
+
+
+def result_header(task: Task) -> str:
+    return f"Task #{task.id} - text of {task.input_url}"
+
+
+def document_caption(task: Task, preview: str) -> str:
+    return f"Task #{task.id}: the text is long, so here it is as a file.\n\n{preview}"
+
+
+def failure(task: Task, reason: str | None = None) -> str:
+    kind = task.error_kind or ""
+    words = FAILURE_WORDS.get(kind, GENERIC_FAILURE)
+    if task.state == TaskState.TIMEOUT:
+        words = FAILURE_WORDS["timeout"]
+    text = f"Task #{task.id} failed: {words}"
+    if reason:
+        text += f"\nDetails: {reason}"
+    return text + f"\nLink: {task.input_url}"
+
+
+def retrying(task: Task, max_retries: int) -> str:
+    return f"Retrying task #{task.id} ({task.retry_count} of {max_retries})..."
+
+
+def no_retries_left(task: Task) -> str:
+    return f"Task #{task.id} has no retries left. Send the link again to start a new task."
+
+
+def busy(task: Task) -> str:
+    return f"Task #{task.id} is already running. I'll send the text when it's ready."
+
+
+BUTTON_NOT_YOURS = "This button is not for you, or the task no longer exists."
+BUTTON_UNKNOWN = "This button is no longer valid."
+RETRY_LABEL = "Retry"
+
+
+def _when(moment: dt.datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "never"
+
+
+def task_list(user: User | None, tasks: list[Task]) -> str:
+    if not tasks:
+        return "You have no tasks yet. Send me a video link to start one."
+    lines = ["Your recent tasks:"]
+    for task in tasks:
+        lines.append(f"#{task.id} {STATE_WORDS[task.state]} - {task.input_url}")
+    if user is not None:
+        lines.append("")
+        lines.append(f"Texts extracted: {user.extract_count} (last: {_when(user.last_extract_at)})")
+    lines.append("/status N shows one task.")
+    return "\n".join(lines)
+
+
+def task_status(task: Task, max_retries: int) -> str:
+    lines = [
+        f"Task #{task.id}: {STATE_WORDS[task.state]}",
+        f"Link: {task.input_url}",
+        f"Created: {_when(task.created_at)}",
+    ]
+    if task.state == TaskState.PROCESSING and task.progress:
+        lines.append(f"Progress: {task.progress}%")
+    if task.state == TaskState.COMPLETED and task.result_text is not None:
+        lines.append(f"Text: {len(task.result_text)} characters")
+    if task.state in (TaskState.FAILED, TaskState.TIMEOUT):
+        lines.append("Why: " + failure(task).split(": ", 1)[1].split("\n")[0])
+    lines.append(f"Retries used: {task.retry_count} of {max_retries}")
+    return "\n".join(lines)
+
+
+def no_such_task(number: int) -> str:
+    return f"You have no task #{number}. /tasks lists yours."

@@ -1,0 +1,71 @@
+"""Opening the database: Tortoise set-up, migrations applied at start, clean close."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from tortoise import Tortoise, connections
+from tortoise.migrations.api import migrate
+
+log = logging.getLogger(__name__)
+
+APP_LABEL = "models"
+
+
+def tortoise_config(database_url: str) -> dict[str, Any]:
+    return {
+        "connections": {"default": database_url},
+        "apps": {
+            APP_LABEL: {
+                "models": ["storage.models"],
+                "migrations": "storage.migrations",
+                "default_connection": "default",
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+#: For the `tortoise` CLI only (`tortoise makemigrations`), named in pyproject.toml.
+MIGRATIONS_CONFIG = tortoise_config("sqlite://data/bot.sqlite3")
+
+
+def _ensure_sqlite_dir(database_url: str) -> None:
+    if not database_url.startswith("sqlite://"):
+        return
+    path = database_url.removeprefix("sqlite://").split("?", 1)[0]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+@asynccontextmanager
+async def open_database(database_url: str) -> AsyncIterator[None]:
+    """Initialise Tortoise on `database_url`, apply pending migrations, close on exit.
+
+    Tortoise keeps its state in a context variable: call this in the task that later creates
+    the tasks using the database (they inherit the context).
+    """
+    _ensure_sqlite_dir(database_url)
+    config = tortoise_config(database_url)
+    # migrate() loads the apps without building query sets: initialise again for use.
+    await migrate(config=config)
+    await Tortoise.init(config=config)
+    try:
+        yield
+    finally:
+        await Tortoise.close_connections()
+
+
+async def ping() -> bool:
+    """True when the database answers a trivial query."""
+    try:
+        await connections.get("default").execute_query("SELECT 1")
+    except Exception:
+        log.exception("database ping failed")
+        return False
+    return True

@@ -1,0 +1,92 @@
+"""Tortoise models: users, tasks, and every attempt (run) of a task."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class TaskState(StrEnum):
+    PENDING = "pending"  # stored, Coze run not started yet (or a retry not started yet)
+    PROCESSING = "processing"  # Coze accepted the run; waiting for its outcome
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+
+
+#: States whose outcome is told to the user and that Retry may restart.
+FINISHED_STATES = (TaskState.COMPLETED, TaskState.FAILED, TaskState.TIMEOUT)
+#: States in which an outcome of the current run may still be applied. TIMEOUT is here on
+#: purpose: a result that arrives after the deadline is still delivered (better late than lost).
+OPEN_STATES = (TaskState.PENDING, TaskState.PROCESSING, TaskState.TIMEOUT)
+
+
+# Model docstrings become table comments in Tortoise's DDL, and its SQLite script runner splits
+# on ";": keep the descriptions in comments instead.
+
+
+# A Telegram user: the primary key is the Telegram user id.
+class User(Model):
+    id = fields.BigIntField(primary_key=True, generated=False)
+    username = fields.CharField(max_length=64, null=True)
+    first_name = fields.CharField(max_length=128, default="")
+    extract_count = fields.IntField(default=0)
+    last_extract_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "users"
+
+
+# One link to turn into text. run_id names the current attempt.
+class Task(Model):
+    id = fields.IntField(primary_key=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="tasks", on_delete=fields.CASCADE
+    )
+    user_id: int
+    chat_id = fields.BigIntField()
+    request_message_id = fields.BigIntField()
+    ack_message_id = fields.BigIntField(null=True)
+    input_url = fields.CharField(max_length=2048)
+    run_id = fields.CharField(max_length=64, unique=True)
+    state = fields.CharEnumField(TaskState, max_length=16, default=TaskState.PENDING, db_index=True)
+    execute_id = fields.CharField(max_length=64, null=True)
+    result_text = fields.TextField(null=True)
+    # Why a task failed, as a fixed code the bot turns into words (see tasks.errors);
+    # error_detail is for the operator's log and /status, never the raw token or a traceback.
+    error_kind = fields.CharField(max_length=32, null=True)
+    error_detail = fields.TextField(null=True)
+    progress = fields.IntField(default=0)
+    retry_count = fields.IntField(default=0)
+    callback_received = fields.BooleanField(default=False)
+    notification_sent = fields.BooleanField(default=False, db_index=True)
+    undeliverable = fields.BooleanField(default=False)
+    delivery_attempts = fields.IntField(default=0)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+    started_at = fields.DatetimeField(null=True)
+    completed_at = fields.DatetimeField(null=True)
+    expires_at = fields.DatetimeField(null=True)
+    notified_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "tasks"
+
+
+# Every attempt ever started, so a callback for an old attempt is known (and ignored).
+class TaskRun(Model):
+    id = fields.IntField(primary_key=True)
+    run_id = fields.CharField(max_length=64, unique=True)
+    task: fields.ForeignKeyRelation[Task] = fields.ForeignKeyField(
+        "models.Task", related_name="runs", on_delete=fields.CASCADE
+    )
+    task_id: int
+    execute_id = fields.CharField(max_length=64, null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "task_runs"

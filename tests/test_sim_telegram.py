@@ -1,0 +1,533 @@
+"""The fake Telegram Bot API server, driven by a real python-telegram-bot `Bot`."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dtm
+import json
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+import pytest_asyncio
+import telegram
+from aiohttp import web
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, MessageEntity, ReplyParameters
+from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, RetryAfter, TimedOut
+
+from simulators.telegram import FakeTelegram, SentMessage, UploadedFile, find_entities, utf16_len
+
+USER = 42
+DOUYIN_SHARE = (
+    "7.43 复制打开抖音，看看【某某的作品】今天的视频 https://v.douyin.com/iRNBho6u/ Mwz:/ 09/27"
+)
+
+
+@pytest_asyncio.fixture
+async def tg() -> AsyncIterator[FakeTelegram]:
+    fake = FakeTelegram()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest_asyncio.fixture
+async def bot(tg: FakeTelegram) -> AsyncIterator[telegram.Bot]:
+    async with telegram.Bot(tg.token, base_url=tg.api_base_url) as client:
+        yield client
+
+
+def keyboard(*pairs: tuple[str, str]) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[InlineKeyboardButton(t, callback_data=d) for t, d in pairs]])
+
+
+def seconds(value: int | dtm.timedelta) -> float:
+    return value.total_seconds() if isinstance(value, dtm.timedelta) else float(value)
+
+
+# ------------------------------------------------------------------ basics
+
+
+@pytest.mark.asyncio
+async def test_get_me_is_called_with_an_empty_body(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    me = await bot.get_me()
+    assert me.id == 123456
+    assert me.is_bot
+    assert me.username == "link2text_test_bot"
+    assert me.can_join_groups is True
+    assert tg.calls[0] == ("getMe", {})
+
+
+@pytest.mark.asyncio
+async def test_wrong_token_and_unknown_method(tg: FakeTelegram) -> None:
+    with pytest.raises(InvalidToken):
+        async with telegram.Bot("999:WRONG", base_url=tg.api_base_url):
+            pass
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{tg.url}/bot999:WRONG/getMe") as response:
+            assert response.status == 401
+            assert await response.json() == {
+                "ok": False,
+                "error_code": 401,
+                "description": "Unauthorized",
+            }
+        async with http.post(f"{tg.api_base_url}{tg.token}/noSuchMethod") as response:
+            assert response.status == 404
+            assert (await response.json())["description"] == "Not Found"
+
+
+@pytest.mark.asyncio
+async def test_raw_form_and_json_bodies_are_decoded(tg: FakeTelegram) -> None:
+    tg.user_sends(USER, "hi")
+    markup = {"inline_keyboard": [[{"text": "Retry", "callback_data": "retry:7"}]]}
+    async with aiohttp.ClientSession() as http:
+        form = {"chat_id": "42", "text": "123", "reply_markup": json.dumps(markup)}
+        async with http.post(f"{tg.api_base_url}{tg.token}/sendMessage", data=form) as response:
+            body = await response.json()
+        assert response.status == 200 and body["ok"] is True
+        assert body["result"]["text"] == "123"  # a string field stays a string
+        assert body["result"]["reply_markup"] == markup
+        payload = {"chat_id": USER, "text": "json body"}
+        async with http.post(f"{tg.api_base_url}{tg.token}/sendmessage", json=payload) as response:
+            assert (await response.json())["result"]["text"] == "json body"
+    assert tg.calls[-2] == ("sendMessage", {"chat_id": 42, "text": "123", "reply_markup": markup})
+    assert [m.text for m in tg.messages(USER)] == ["123", "json body"]
+
+
+# ------------------------------------------------------------------ sending
+
+
+@pytest.mark.asyncio
+async def test_reply_with_inline_keyboard_round_trips(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    incoming = tg.user_sends(USER, "https://v.douyin.com/iRNBho6u/")
+    message = await bot.send_message(
+        USER,
+        "Accepted, working on it",
+        reply_parameters=ReplyParameters(incoming["message_id"]),
+        reply_markup=keyboard(("Retry", "retry:1"), ("Cancel", "cancel:1")),
+    )
+    assert message.reply_to_message is not None
+    assert message.reply_to_message.message_id == incoming["message_id"]
+    assert message.reply_to_message.text == incoming["text"]
+    assert message.from_user is not None and message.from_user.id == 123456
+    assert message.reply_markup == keyboard(("Retry", "retry:1"), ("Cancel", "cancel:1"))
+    assert message.entities == ()
+
+    [sent] = tg.messages(USER)
+    assert sent == SentMessage(
+        message_id=message.message_id,
+        chat_id=USER,
+        text="Accepted, working on it",
+        parse_mode=None,
+        reply_to_message_id=incoming["message_id"],
+        reply_markup={
+            "inline_keyboard": [
+                [
+                    {"text": "Retry", "callback_data": "retry:1"},
+                    {"text": "Cancel", "callback_data": "cancel:1"},
+                ]
+            ]
+        },
+        date=sent.date,
+    )
+    assert sent.buttons() == [("Retry", "retry:1"), ("Cancel", "cancel:1")]
+    method, params = tg.calls[-1]
+    assert method == "sendMessage" and "parse_mode" not in params
+    assert params["reply_parameters"] == {"message_id": incoming["message_id"]}
+
+
+@pytest.mark.asyncio
+async def test_old_reply_to_message_id_and_missing_reply_target(
+    tg: FakeTelegram, bot: telegram.Bot
+) -> None:
+    incoming = tg.user_sends(USER, "hello")
+    await bot.send_message(USER, "ok", reply_to_message_id=incoming["message_id"])
+    assert tg.messages(USER)[-1].reply_to_message_id == incoming["message_id"]
+    with pytest.raises(BadRequest, match=r"^Message to be replied not found$"):
+        await bot.send_message(USER, "x", reply_parameters=ReplyParameters(999_999))
+    await bot.send_message(
+        USER, "y", reply_parameters=ReplyParameters(999_999, allow_sending_without_reply=True)
+    )
+    assert [m.text for m in tg.messages(USER)] == ["ok", "y"]
+    assert tg.messages(USER)[-1].reply_to_message_id is None
+
+
+@pytest.mark.asyncio
+async def test_text_limits_count_utf16_code_units(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    tg.user_sends(USER, "hi")
+    with pytest.raises(BadRequest, match=r"^Message is too long$"):
+        await bot.send_message(USER, "a" * 4097)
+    with pytest.raises(BadRequest, match="Message is too long"):
+        await bot.send_message(USER, "😀" * 2049)  # 2049 characters, 4098 UTF-16 code units
+    await bot.send_message(USER, "😀" * 2048)
+    await bot.send_message(USER, "a" * 4096)
+    with pytest.raises(BadRequest, match="Message text is empty"):
+        await bot.send_message(USER, " \n ")
+    assert [utf16_len(m.text or "") for m in tg.messages(USER)] == [4096, 4096]
+
+
+@pytest.mark.asyncio
+async def test_plain_text_is_recorded_without_parse_mode_and_trimmed(
+    tg: FakeTelegram, bot: telegram.Bot
+) -> None:
+    tg.user_sends(USER, "hi")
+    message = await bot.send_message(USER, "\n<b>not markup</b> see https://example.com/a \n")
+    [sent] = tg.messages(USER)
+    assert sent.parse_mode is None
+    assert sent.text == "<b>not markup</b> see https://example.com/a"
+    assert message.parse_entities() == {message.entities[0]: "https://example.com/a"}
+
+
+@pytest.mark.asyncio
+async def test_html_parse_mode(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    tg.user_sends(USER, "hi")
+    message = await bot.send_message(USER, "<b>标题</b> 1 &lt; 2 & 😀 <i>x</i>", parse_mode="HTML")
+    assert message.text == "标题 1 < 2 & 😀 x"
+    assert message.parse_entities() == {
+        MessageEntity("bold", 0, 2): "标题",
+        MessageEntity("italic", 14, 1): "x",
+    }
+    assert tg.messages(USER)[0].parse_mode == "HTML"
+    with pytest.raises(BadRequest, match=r"Can't parse entities: unsupported start tag \"foo\""):
+        await bot.send_message(USER, "a <foo> b", parse_mode="HTML")
+    with pytest.raises(BadRequest, match="Can't parse entities: can't find end tag"):
+        await bot.send_message(USER, "<b>unclosed", parse_mode="HTML")
+    with pytest.raises(BadRequest, match="Can't parse entities: unmatched end tag"):
+        await bot.send_message(USER, "<b>x</i>", parse_mode="HTML")
+    with pytest.raises(BadRequest, match=r"Can't parse entities: character '\.' is reserved"):
+        await bot.send_message(USER, "v1.2", parse_mode="MarkdownV2")
+    assert len(tg.messages(USER)) == 1
+
+
+@pytest.mark.asyncio
+async def test_button_data_is_checked(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    tg.user_sends(USER, "hi")
+    with pytest.raises(BadRequest, match="Button_data_invalid"):
+        await bot.send_message(USER, "x", reply_markup=keyboard(("Retry", "r" * 65)))
+    with pytest.raises(BadRequest, match="Button_data_invalid"):
+        await bot.send_message(USER, "x", reply_markup=keyboard(("Retry", "")))
+    await bot.send_message(USER, "x", reply_markup=keyboard(("Retry", "我" * 21)))  # 63 bytes
+    assert len(tg.messages(USER)) == 1
+
+
+@pytest.mark.asyncio
+async def test_unknown_chat_and_blocked_user(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    with pytest.raises(BadRequest, match="Chat not found"):
+        await bot.send_message(777, "hello")
+    tg.user_sends(USER, "hi")
+    tg.block(USER)
+    with pytest.raises(Forbidden, match="bot was blocked by the user"):
+        await bot.send_message(USER, "hello")
+    with pytest.raises(Forbidden):
+        await bot.send_chat_action(USER, "typing")
+    assert tg.messages(USER) == []
+    tg.unblock(USER)
+    await bot.send_chat_action(USER, "typing")
+
+
+@pytest.mark.asyncio
+async def test_send_document_records_filename_and_content(
+    tg: FakeTelegram, bot: telegram.Bot
+) -> None:
+    tg.user_sends(USER, "hi")
+    content = "很长的文字\n".encode() * 100
+    message = await bot.send_document(USER, document=content, filename="text.txt", caption="全文")
+    assert message.document is not None
+    assert message.document.file_name == "text.txt"
+    assert message.document.file_size == len(content)
+    assert message.document.mime_type == "text/plain"
+    assert message.caption == "全文"
+    [sent] = tg.messages(USER)
+    assert (sent.document, sent.filename, sent.text) == (content, "text.txt", "全文")
+    method, params = tg.calls[-1]
+    assert method == "sendDocument" and isinstance(params["document"], UploadedFile)
+    assert params["document"].filename == "text.txt"
+    with pytest.raises(BadRequest, match="Message caption is too long"):
+        await bot.send_document(USER, document=b"x", filename="a.txt", caption="c" * 1025)
+    again = await bot.send_document(USER, document=message.document.file_id)
+    assert tg.messages(USER)[-1].document == content
+    assert again.document is not None and again.document.file_name == "text.txt"
+
+
+# ------------------------------------------------------------------ faults
+
+
+@pytest.mark.asyncio
+@pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
+async def test_fail_next_429_raises_retry_after(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    tg.user_sends(USER, "hi")
+    tg.fail_next(
+        "sendMessage", status=429, description="Too Many Requests: retry after 3", retry_after=3
+    )
+    with pytest.raises(RetryAfter) as caught:
+        await bot.send_message(USER, "first")
+    assert seconds(caught.value.retry_after) == 3
+    await bot.send_message(USER, "second")  # only the next call failed
+    assert [m.text for m in tg.messages(USER)] == ["second"]
+    assert [m for m, _ in tg.calls].count("sendMessage") == 2
+
+
+@pytest.mark.asyncio
+async def test_fail_next_403_and_count(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    tg.user_sends(USER, "hi")
+    tg.fail_next("sendMessage", status=403, description="Forbidden: user is deactivated", count=2)
+    for _ in range(2):
+        with pytest.raises(Forbidden, match="user is deactivated"):
+            await bot.send_message(USER, "x")
+    await bot.send_message(USER, "y")
+    assert [m.text for m in tg.messages(USER)] == ["y"]
+
+
+@pytest.mark.asyncio
+async def test_delay_next_times_out_the_client_but_delivers(
+    tg: FakeTelegram, bot: telegram.Bot
+) -> None:
+    tg.user_sends(USER, "hi")
+    tg.delay_next("sendMessage", 1.0)
+    started = time.monotonic()
+    with pytest.raises(TimedOut):
+        await bot.send_message(USER, "slow", read_timeout=0.2)
+    assert time.monotonic() - started < 0.9
+    assert [m.text for m in tg.messages(USER)] == ["slow"]
+
+
+# ------------------------------------------------------------------ edits
+
+
+@pytest.mark.asyncio
+async def test_edits_and_not_modified(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    tg.user_sends(USER, "hi")
+    message = await bot.send_message(USER, "Working…", reply_markup=keyboard(("Cancel", "c:1")))
+    edited = await bot.edit_message_text("Done", chat_id=USER, message_id=message.message_id)
+    assert isinstance(edited, telegram.Message) and edited.edit_date is not None
+    [sent] = tg.messages(USER)
+    assert (sent.text, sent.edits, sent.reply_markup) == ("Done", 1, None)  # keyboard dropped
+    with pytest.raises(BadRequest, match="Message is not modified"):
+        await bot.edit_message_text("Done", chat_id=USER, message_id=message.message_id)
+    await bot.edit_message_reply_markup(
+        USER, message.message_id, reply_markup=keyboard(("Retry", "r:1"))
+    )
+    with pytest.raises(BadRequest, match="Message is not modified"):
+        await bot.edit_message_reply_markup(
+            USER, message.message_id, reply_markup=keyboard(("Retry", "r:1"))
+        )
+    with pytest.raises(BadRequest, match="Message to edit not found"):
+        await bot.edit_message_text("x", chat_id=USER, message_id=999_999)
+    with pytest.raises(BadRequest, match="Message_too_long"):
+        await bot.edit_message_text("x" * 4097, chat_id=USER, message_id=message.message_id)
+    assert (sent.edits, sent.buttons()) == (2, [("Retry", "r:1")])
+
+
+@pytest.mark.asyncio
+async def test_delete_message(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    tg.user_sends(USER, "hi")
+    first = await bot.send_message(USER, "one")
+    await bot.send_message(USER, "two")
+    assert await bot.delete_message(USER, first.message_id) is True
+    assert [m.text for m in tg.messages(USER)] == ["two"]
+    assert [m.text for m in tg.deleted_messages(USER)] == ["one"]
+    with pytest.raises(BadRequest, match="Message to delete not found"):
+        await bot.delete_message(USER, first.message_id)
+
+
+# ------------------------------------------------------------------ updates
+
+
+@pytest.mark.asyncio
+async def test_share_text_entities_give_the_exact_url(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    emoji_text = "🔥🔥看这个👉https://v.douyin.com/abc123/ 太好笑了😂"
+    tg.user_sends(USER, DOUYIN_SHARE)
+    tg.user_sends(USER, emoji_text, first_name="Бо", username="bo")
+    tg.user_sends(USER, "😀 看 v.douyin.com/iRNBho6u/ 复制", as_caption=True)
+    updates = await bot.get_updates()
+    assert len(updates) == 3
+    first, second, third = (u.effective_message for u in updates)
+    assert first is not None and second is not None and third is not None
+    urls: list[str | None] = [MessageEntity.URL, MessageEntity.TEXT_LINK]
+    assert list(first.parse_entities(urls).values()) == ["https://v.douyin.com/iRNBho6u/"]
+    assert list(second.parse_entities(urls).values()) == ["https://v.douyin.com/abc123/"]
+    assert second.from_user is not None and second.from_user.username == "bo"
+    assert second.entities[0].offset == 9  # three emoji before the link count twice each
+    assert third.caption is not None and third.photo
+    assert list(third.parse_caption_entities(urls).values()) == ["v.douyin.com/iRNBho6u/"]
+
+
+def test_server_side_entity_rules() -> None:
+    def found(text: str) -> list[tuple[str, str]]:
+        units = text.encode("utf-16-le")
+        return [
+            (
+                e["type"],
+                units[e["offset"] * 2 : (e["offset"] + e["length"]) * 2].decode("utf-16-le"),
+            )
+            for e in find_entities(text)
+        ]
+
+    assert found("/start abc") == [("bot_command", "/start")]
+    assert found("/help@link2text_test_bot x") == [("bot_command", "/help@link2text_test_bot")]
+    # Telegram glues CJK text that follows a link without a space into the link
+    assert found("https://v.douyin.com/a/复制此链接，打开") == [
+        ("url", "https://v.douyin.com/a/复制此链接，打开")
+    ]
+    assert found("see example.com, then www.b23.tv/x.") == [
+        ("url", "example.com"),
+        ("url", "www.b23.tv/x"),
+    ]
+    assert found("7.43 version 1.2 file.txtx") == []
+    assert found("mail me: ann@example.org") == [("email", "ann@example.org")]
+
+
+@pytest.mark.asyncio
+async def test_bot_command_entity(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    tg.user_sends(USER, "/start")
+    tg.user_sends(USER, "/start", auto_entities=False)
+    first, second = await bot.get_updates()
+    assert first.message is not None and second.message is not None
+    assert first.message.entities == (MessageEntity("bot_command", 0, 6),)
+    assert second.message.entities == ()
+
+
+@pytest.mark.asyncio
+async def test_offset_confirms_updates(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    tg.user_sends(USER, "one")
+    tg.user_sends(USER, "two")
+    updates = await bot.get_updates()
+    assert [u.message.text for u in updates if u.message] == ["one", "two"]
+    assert updates[1].update_id > updates[0].update_id
+    assert tg.pending_updates() == 2  # not confirmed yet
+    again = await bot.get_updates(limit=1)
+    assert [u.update_id for u in again] == [updates[0].update_id]
+    assert await bot.get_updates(offset=updates[-1].update_id + 1) == ()
+    assert tg.pending_updates() == 0
+
+
+@pytest.mark.asyncio
+async def test_long_poll_returns_as_soon_as_an_update_arrives(
+    tg: FakeTelegram, bot: telegram.Bot
+) -> None:
+    started = time.monotonic()
+    assert await bot.get_updates(timeout=dtm.timedelta(seconds=0.3)) == ()
+    assert 0.25 < time.monotonic() - started < 1.5
+
+    poll = asyncio.create_task(bot.get_updates(timeout=5))
+    await asyncio.sleep(0.1)
+    assert not poll.done()
+    started = time.monotonic()
+    tg.user_sends(USER, "wake up")
+    updates = await asyncio.wait_for(poll, 2)
+    assert time.monotonic() - started < 1.0
+    assert [u.message.text for u in updates if u.message] == ["wake up"]
+
+
+@pytest.mark.asyncio
+async def test_a_second_poller_terminates_the_first(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    async with telegram.Bot(tg.token, base_url=tg.api_base_url) as other:
+        first = asyncio.create_task(bot.get_updates(timeout=5))
+        await asyncio.sleep(0.1)
+        second = asyncio.create_task(other.get_updates(timeout=0))
+        with pytest.raises(Conflict, match="terminated by other getUpdates request"):
+            await asyncio.wait_for(first, 2)
+        assert await second == ()
+
+
+@pytest.mark.asyncio
+async def test_callback_query_round_trip(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    tg.user_sends(USER, "hi")
+    await bot.send_message(USER, "Result", reply_markup=keyboard(("Retry", "retry:9")))
+    [sent] = tg.messages(USER)
+    query_id = tg.user_presses(USER, sent, sent.buttons()[0][1])
+    forged_id = tg.user_presses(USER, sent, "retry:other-users-task")
+    await tg.wait_for(lambda: tg.pending_updates() == 3, timeout=1)
+    updates = await bot.get_updates(offset=-2)
+    query = updates[0].callback_query
+    assert query is not None
+    assert (query.id, query.data, query.from_user.id) == (query_id, "retry:9", USER)
+    assert query.message is not None and query.message.message_id == sent.message_id
+    assert updates[1].callback_query is not None
+    assert updates[1].callback_query.data == "retry:other-users-task"
+
+    with pytest.raises(BadRequest, match="Message_too_long"):
+        await bot.answer_callback_query(query_id, text="x" * 201)
+    assert await bot.answer_callback_query(query_id, text="Retrying…") is True
+    assert tg.callback_answers[query_id]["text"] == "Retrying…"
+    with pytest.raises(BadRequest, match="Query is too old"):
+        await bot.answer_callback_query(query_id)
+    with pytest.raises(BadRequest, match="Query is too old"):
+        await bot.answer_callback_query("123")
+    await bot.answer_callback_query(forged_id, text="Not yours", show_alert=True)
+    assert tg.callback_answers[forged_id]["show_alert"] is True
+
+
+@pytest.mark.asyncio
+async def test_wait_for_sees_sends_from_another_task(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    tg.user_sends(USER, "hi")
+
+    async def later() -> None:
+        await asyncio.sleep(0.05)
+        await bot.send_message(USER, "one")
+        await bot.send_message(USER, "two")
+
+    task = asyncio.create_task(later())
+    await tg.wait_for(lambda: len(tg.messages(USER)) >= 2, timeout=2)
+    await task
+    with pytest.raises(TimeoutError):
+        await tg.wait_for(lambda: len(tg.messages(USER)) >= 3, timeout=0.1)
+
+
+@pytest.mark.asyncio
+async def test_webhook_mode_delivers_with_the_secret(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    received: list[tuple[str | None, dict[str, object]]] = []
+    failures = [500]
+
+    async def hook(request: web.Request) -> web.Response:
+        if failures:
+            return web.Response(status=failures.pop())
+        received.append(
+            (request.headers.get("X-Telegram-Bot-Api-Secret-Token"), await request.json())
+        )
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/telegram", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        url = f"http://127.0.0.1:{port}/telegram"
+        assert await bot.set_webhook(url, secret_token="s3cret")
+        with pytest.raises(Conflict, match="webhook is active"):
+            await bot.get_updates()
+        tg.user_sends(USER, "via webhook")
+        await tg.wait_for(lambda: len(received) == 1, timeout=2)
+        secret, update = received[0]
+        assert secret == "s3cret"
+        assert update["message"]["text"] == "via webhook"  # type: ignore[index]
+        info = await bot.get_webhook_info()
+        assert info.url == url and info.pending_update_count == 0
+        assert (
+            info.last_error_message == "Wrong response from the webhook: 500 Internal Server Error"
+        )
+        assert await bot.delete_webhook()
+        assert await bot.get_updates() == ()
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.asyncio
+async def test_stop_releases_a_pending_long_poll() -> None:
+    fake = FakeTelegram()
+    await fake.start()
+    async with telegram.Bot(fake.token, base_url=fake.api_base_url) as client:
+        poll = asyncio.create_task(client.get_updates(timeout=30))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        await fake.stop()
+        assert time.monotonic() - started < 2
+        done, _ = await asyncio.wait({poll}, timeout=2)
+        assert poll in done
+        assert poll.exception() is not None or poll.result() == ()
