@@ -22,6 +22,7 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Contex
 from bot.config import Settings
 from bot.delivery import DeliveryLoop
 from bot.handlers import Handlers
+from bot.updates import PerChatUpdateProcessor
 from coze import CozeWorkflowClient
 from storage import open_database, ping
 from tasks import TaskService
@@ -110,9 +111,7 @@ def build_application(settings: Settings, service: TaskService) -> Application: 
         .token(settings.telegram.token.get_secret_value())
         .base_url(settings.telegram.api_base_url)
         .rate_limiter(AIORateLimiter(max_retries=2))
-        # Handlers only touch the database and send one reply; a slow reply to one user
-        # must not hold up everyone else's updates.
-        .concurrent_updates(32)
+        .concurrent_updates(PerChatUpdateProcessor(max_concurrent_updates=64))
         .build()
     )
     Handlers(service, max_links_per_message=settings.tasks.max_links_per_message).register(
