@@ -15,6 +15,7 @@ from bot.config import Settings
 from bot.runtime import RunningBot, running_bot
 from simulators.coze import FakeCoze
 from simulators.telegram import FakeTelegram, SentMessage
+from storage import Task
 
 CALLBACK_SECRET = "test-callback-secret-0123456789"
 USER = 1001
@@ -125,3 +126,12 @@ async def eventually(
 async def settled(timeout: float = 0.3) -> None:
     """Give in-flight work a moment, so a test of "nothing more happens" can see it if it did."""
     await asyncio.sleep(timeout)
+
+
+async def delivered(task_id: int = 1) -> None:
+    """Wait until the outcome of task `task_id` has been sent and marked delivered."""
+
+    async def check() -> bool:
+        return await Task.filter(id=task_id, notification_sent=True).exists()
+
+    await eventually(check, what=f"task {task_id} delivered")

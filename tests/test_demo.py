@@ -1,0 +1,70 @@
+"""`python -m simulators.demo` (what `make demo` runs): the whole conversation, nothing left."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simulators.coze import default_outcome_for
+from simulators.demo import VIDEO_URL
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEMO_TIMEOUT = 60.0
+
+
+def _bot_processes(config: str) -> list[str]:
+    """Live processes (not zombies) whose command line names this config file."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if config in cmdline and "-m bot" in cmdline and state != "Z":
+            found.append(f"{proc.name}: {cmdline.strip()}")
+    return found
+
+
+@pytest.mark.timeout(DEMO_TIMEOUT + 30)
+def test_demo_plays_the_conversation_and_cleans_up() -> None:
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "simulators.demo"],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        encoding="utf-8",
+        errors="replace",
+    )
+    try:
+        output, _ = demo.communicate(timeout=DEMO_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        demo.send_signal(signal.SIGINT)  # the demo cleans up on Ctrl-C
+        try:
+            output, _ = demo.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            output, _ = demo.communicate()
+        pytest.fail(f"the demo did not finish within {DEMO_TIMEOUT:g} s:\n{output}")
+
+    started = re.search(r"bot process (\d+) started: python -m bot --config (\S+)", output)
+    assert started, output
+    config = started.group(2)
+    assert _bot_processes(config) == [], output
+    assert not Path(config).parent.exists(), "the temporary directory was left behind"
+
+    assert demo.returncode == 0, output
+    assert "bot: Got it! Task #1 is on its way." in output
+    extracted = default_outcome_for(VIDEO_URL).text.strip().splitlines()[0]
+    assert output.count(extracted) == 2, output  # the text, then the text of the retry
+    assert output.count("[Retry]") >= 2, output
+    assert "bot: (toast) Retrying task #1" in output
+    assert "Your recent tasks:" in output
+    assert re.search(r"Coze runs:\s+2\n", output), output
