@@ -46,7 +46,7 @@ def test_demo_plays_the_conversation_and_cleans_up() -> None:
     try:
         output, _ = demo.communicate(timeout=DEMO_TIMEOUT)
     except subprocess.TimeoutExpired:
-        demo.send_signal(signal.SIGINT)  # the demo cleans up on Ctrl-C
+        demo.send_signal(signal.SIGTERM)  # the demo cleans up as on Ctrl-C
         try:
             output, _ = demo.communicate(timeout=15)
         except subprocess.TimeoutExpired:

@@ -24,7 +24,14 @@ pytestmark = pytest.mark.asyncio
         (4009, 200, "coze_busy", "busy right now"),
         (0, 502, "coze_busy", "busy right now"),
     ],
-    ids=["6003-free-plan", "4100-bad-token", "4200-unpublished", "4011-balance", "4009-busy", "502"],
+    ids=[
+        "6003-free-plan",
+        "4100-bad-token",
+        "4200-unpublished",
+        "4011-balance",
+        "4009-busy",
+        "502",
+    ],
 )
 async def test_a_refused_start_is_reported_with_retry(
     bot: RunningBot,
@@ -42,7 +49,7 @@ async def test_a_refused_start_is_reported_with_retry(
     chat.send("https://v.douyin.com/refused/")
     await delivered()
 
-    ack, failure = chat.messages
+    _, failure = chat.messages
     assert failure.text is not None
     assert failure.text.startswith("Task #1 failed:") and words in failure.text
     assert "refused by the test" not in failure.text  # Coze's words are for the operator

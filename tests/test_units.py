@@ -1,0 +1,154 @@
+"""Pure functions: finding links, splitting text, reading Coze's output, classifying errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+
+import httpx
+import pytest
+from cozepy import CozeAPIError
+from telegram import Chat, Message, MessageEntity
+
+from bot.links import links_in, normalize_link
+from bot.splitting import preview, split_text, utf16_len
+from coze import parse_output
+from coze.client import ErrorClass, classify
+
+
+def message(text: str, entities: list[MessageEntity] | None = None) -> Message:
+    return Message(
+        message_id=1,
+        date=dt.datetime.now(dt.UTC),
+        chat=Chat(id=1, type=Chat.PRIVATE),
+        text=text,
+        entities=entities or [],
+    )
+
+
+def url_entity(text: str, url: str) -> MessageEntity:
+    # Offsets in UTF-16 units, as Telegram sends them.
+    offset = utf16_len(text[: text.index(url)])
+    return MessageEntity(MessageEntity.URL, offset, utf16_len(url))
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("https://v.douyin.com/iRNBho6u/", "https://v.douyin.com/iRNBho6u/"),
+        ("https://v.douyin.com/a/复制此链接，打开抖音", "https://v.douyin.com/a/"),
+        ("https://xhslink.com/a/Xyz，复制本条", "https://xhslink.com/a/Xyz"),
+        ("v.douyin.com/abc/", "https://v.douyin.com/abc/"),
+        (
+            "https://www.bilibili.com/video/BV1xx411c7mD).",
+            "https://www.bilibili.com/video/BV1xx411c7mD",
+        ),
+        ("http://127.0.0.1/x", None),
+        ("http://localhost:8080/", None),
+        ("https://10.0.0.1/", None),
+        ("http://[::1]/", None),
+        ("ftp://example.com/file", None),
+        ("https://example.com:notaport/", None),
+        ("javascript:alert(1)", None),
+        ("hello", None),
+        ("https://" + "a" * 3000 + ".com/", None),
+    ],
+)
+def test_normalize_link(raw: str, expected: str | None) -> None:
+    assert normalize_link(raw) == expected
+
+
+def test_links_come_from_entities_with_utf16_offsets() -> None:
+    text = "😀😀 7.43 复制打开抖音，看看【作品】 https://v.douyin.com/iRNBho6u/ Mwz:/ 09/27"
+    url = "https://v.douyin.com/iRNBho6u/"
+    assert links_in(message(text, [url_entity(text, url)])) == [url]
+
+
+def test_text_links_use_their_hidden_url_and_duplicates_count_once() -> None:
+    text = "watch this and this https://b23.tv/x"
+    entities = [
+        MessageEntity(MessageEntity.TEXT_LINK, 6, 4, url="https://b23.tv/x"),
+        url_entity(text, "https://b23.tv/x"),
+    ]
+    assert links_in(message(text, entities)) == ["https://b23.tv/x"]
+
+
+def test_unmarked_text_falls_back_to_a_pattern() -> None:
+    text = "复制打开 v.douyin.com/abc/ 和 https://b23.tv/def。谢谢"
+    assert links_in(message(text)) == ["https://v.douyin.com/abc/", "https://b23.tv/def"]
+
+
+def test_split_text_keeps_every_character_in_order_within_the_limit() -> None:
+    rng = random.Random(7)
+    alphabet = ["a", "b", " ", "\n", "\n\n", "😀", "中", "。", "，", "x" * 50]
+    for _ in range(30):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 5_000)))
+        limit = rng.choice([10, 100, 4096])
+        pieces = split_text(text, limit)
+        assert "".join(pieces) == text
+        assert all(utf16_len(piece) <= limit for piece in pieces)
+        assert all(pieces) or pieces == [""]
+
+
+def test_split_text_prefers_paragraph_breaks() -> None:
+    text = ("a" * 60 + "\n\n") * 3
+    assert split_text(text, 100) == ["a" * 60 + "\n\n"] * 3
+
+
+def test_split_text_never_halves_an_emoji() -> None:
+    pieces = split_text("😀" * 5, 3)
+    assert pieces == ["😀", "😀", "😀", "😀", "😀"]
+
+
+def test_preview_is_cut_with_an_ellipsis_within_the_limit() -> None:
+    assert preview("short", 10) == "short"
+    cut = preview("word " * 100, 50)
+    assert cut.endswith("…") and utf16_len(cut) <= 50
+
+
+@pytest.mark.parametrize(
+    ("output", "text"),
+    [
+        (json.dumps({"Output": json.dumps({"text": "你好"}, ensure_ascii=False)}), "你好"),
+        (
+            json.dumps(
+                {"Output": json.dumps({"content_type": 1, "data": "纯文本", "type_for_model": 2})}
+            ),
+            "纯文本",
+        ),
+        (json.dumps({"Output": "plain words"}), "plain words"),
+        (json.dumps({"Output": "null"}), ""),
+        ("not json at all", "not json at all"),
+        (json.dumps({"Output": json.dumps({"output": "other key"})}), "other key"),
+    ],
+    ids=["variables", "text-mode", "plain", "running", "not-json", "other-key"],
+)
+def test_parse_output_reads_every_shape(output: str, text: str) -> None:
+    assert parse_output(output) == text
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "transient"),
+    [
+        (CozeAPIError(4009, "busy", "log1"), ErrorClass.BUSY, True),
+        (CozeAPIError(4020, "rpm", "log1"), ErrorClass.BUSY, True),
+        (CozeAPIError(5000, "internal", "log1"), ErrorClass.BUSY, True),
+        (CozeAPIError(502, "<html>", "log1"), ErrorClass.BUSY, True),
+        (CozeAPIError(429, "slow down", "log1"), ErrorClass.BUSY, True),
+        (httpx.ConnectError("refused"), ErrorClass.BUSY, True),
+        (httpx.ReadTimeout("slow"), ErrorClass.BUSY, True),
+        (CozeAPIError(4100, "bad token", "log1"), ErrorClass.CONFIG, False),
+        (CozeAPIError(4200, "unpublished", "log1"), ErrorClass.CONFIG, False),
+        (CozeAPIError(6003, "paid plan", "log1"), ErrorClass.PLAN, False),
+        (CozeAPIError(4011, "balance", "log1"), ErrorClass.QUOTA, False),
+        (CozeAPIError(9999, "new", "log1"), ErrorClass.UNKNOWN, False),
+    ],
+)
+def test_coze_errors_are_classified(error: Exception, kind: ErrorClass, transient: bool) -> None:
+    classified = classify(error)
+    assert (classified.kind, classified.transient) == (kind, transient)
+
+
+def test_the_logid_is_kept_for_the_operator() -> None:
+    assert "logid-777" in classify(CozeAPIError(4009, "busy", "logid-777")).detail
