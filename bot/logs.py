@@ -35,5 +35,9 @@ def configure_logging(level: str, secrets: tuple[str, ...]) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # httpx logs every request URL at INFO, and Telegram's URLs hold the bot token.
-    for noisy in ("httpx", "httpcore", "apscheduler", "aiohttp.access"):
+    for noisy in ("httpx", "httpcore", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # cozepy installs a handler of its own that bypasses ours (and its masking): route it here.
+    cozepy_logger = logging.getLogger("cozepy")
+    cozepy_logger.handlers.clear()
+    cozepy_logger.propagate = True

@@ -239,7 +239,7 @@ def _toml(sections: dict[str, dict[str, TomlValue]]) -> str:
     return "\n".join(out)
 
 
-def bot_config(telegram: FakeTelegram, coze: FakeCoze, workdir: Path) -> str:
+def bot_config(telegram: FakeTelegram, coze: FakeCoze, workdir: Path, callback_secret: str) -> str:
     """The bot's config TOML for these simulators; the database lives in `workdir`."""
     return _toml(
         {
@@ -257,11 +257,12 @@ def bot_config(telegram: FakeTelegram, coze: FakeCoze, workdir: Path) -> str:
             "server": {
                 "host": "127.0.0.1",
                 "port": 0,
-                "callback_secret": "demo-callback-secret-" + os.urandom(8).hex(),
+                "callback_secret": callback_secret,
             },
             "storage": {"database_url": f"sqlite://{workdir}/demo.sqlite3"},
             "delivery": {"scan_interval_seconds": 0.5},
-            "logging": {"level": "INFO"},
+            # DEBUG, so the check that no secret reaches the log sees everything.
+            "logging": {"level": "DEBUG"},
         }
     )
 
@@ -308,6 +309,7 @@ class Demo:
         self._chat = Chat(self._telegram, self._transcript, USER_ID)
         self._workdir = Path(tempfile.mkdtemp(prefix="link2text-demo-"))
         self._log_path = self._workdir / "bot.log"
+        self._callback_secret = "demo-callback-secret-" + os.urandom(8).hex()
         self._bot: asyncio.subprocess.Process | None = None
         self._bot_stopped = ""  # how the bot process ended, once stopped
         self._bot_log: list[str] = []  # its whole log, read before the directory goes
@@ -328,13 +330,23 @@ class Demo:
         finally:
             await self._shutdown()
         self._print_summary(timings)
+        if self._secrets_in_log():
+            print("\nDEMO FAILED: a secret appeared in the bot's log", file=sys.stderr)
+            return 1
         return 0
+
+    def _secrets_in_log(self) -> int:
+        secrets = (self._telegram.token, self._coze.token, self._callback_secret)
+        return sum(secret in line for line in self._bot_log for secret in secrets)
 
     async def _start(self) -> None:
         await self._telegram.start()
         await self._coze.start()
         config = self._workdir / "config.toml"
-        config.write_text(bot_config(self._telegram, self._coze, self._workdir), encoding="utf-8")
+        config.write_text(
+            bot_config(self._telegram, self._coze, self._workdir, self._callback_secret),
+            encoding="utf-8",
+        )
         with self._log_path.open("wb") as log:
             self._bot = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -409,7 +421,9 @@ class Demo:
             f"  whole demo:               {self._transcript.elapsed():6.2f} s",
             f"  bot process:              {self._bot_stopped}",
             f"  bot log:                  {warnings} warning(s), "
-            f"{len(problems) - warnings} error(s) or traceback(s)",
+            f"{len(problems) - warnings} error(s) or traceback(s), "
+            f"{len(self._bot_log)} line(s) at DEBUG",
+            f"  secrets in bot log:       {self._secrets_in_log() or 'none'}",
         ]
         lines.extend("    " + _cut(line, LINE_WIDTH + 20) for line in problems[:MAX_PROBLEMS])
         if len(problems) > MAX_PROBLEMS:

@@ -63,6 +63,8 @@ class Task(Model):
     progress = fields.IntField(default=0)
     retry_count = fields.IntField(default=0)
     callback_received = fields.BooleanField(default=False)
+    # A retried task that succeeds again is still one extraction in the user's count.
+    counted = fields.BooleanField(default=False)
     notification_sent = fields.BooleanField(default=False, db_index=True)
     undeliverable = fields.BooleanField(default=False)
     delivery_attempts = fields.IntField(default=0)

@@ -110,12 +110,15 @@ async def apply_outcome(run_id: str, outcome: Outcome, *, via_callback: bool) ->
         }
         if via_callback:
             values["callback_received"] = True
+        first_success = outcome.succeeded and not task.counted
+        if outcome.succeeded:
+            values["counted"] = True
         updated = await Task.filter(id=task.id, run_id=run_id, state__in=OPEN_STATES).update(
             **values
         )
         if updated != 1:
             return ApplyResult.IGNORED
-        if outcome.succeeded:
+        if first_success:
             await User.filter(id=task.user_id).update(
                 extract_count=F("extract_count") + 1, last_extract_at=stamp
             )

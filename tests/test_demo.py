@@ -68,3 +68,4 @@ def test_demo_plays_the_conversation_and_cleans_up() -> None:
     assert "bot: (toast) Retrying task #1" in output
     assert "Your recent tasks:" in output
     assert re.search(r"Coze runs:\s+2\n", output), output
+    assert re.search(r"secrets in bot log:\s+none\n", output), output

@@ -9,7 +9,7 @@ import pytest
 from bot.runtime import RunningBot
 from simulators.coze import FakeCoze, WorkflowOutcome
 from simulators.telegram import FakeTelegram
-from storage import Task, TaskState, repository
+from storage import Task, TaskState, User, repository
 from tests.conftest import OTHER_USER, USER, Conversation, delivered, settled
 
 pytestmark = pytest.mark.asyncio
@@ -38,6 +38,8 @@ async def test_retry_starts_a_new_run_and_sends_the_text_again(
     await delivered()
     task = await Task.get(id=1)
     assert task.retry_count == 1 and task.state == TaskState.COMPLETED
+    # Retrying a task that had succeeded is still one extraction in the user's count.
+    assert (await User.get(id=USER)).extract_count == 1
 
 
 async def test_someone_elses_or_a_forged_button_changes_nothing(

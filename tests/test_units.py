@@ -152,3 +152,28 @@ def test_coze_errors_are_classified(error: Exception, kind: ErrorClass, transien
 
 def test_the_logid_is_kept_for_the_operator() -> None:
     assert "logid-777" in classify(CozeAPIError(4009, "busy", "logid-777")).detail
+
+
+def test_secrets_are_masked_in_log_lines_and_tracebacks() -> None:
+    import io
+    import logging
+
+    from bot.logs import RedactSecrets
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactSecrets(("123:SECRET-TOKEN", "")))
+    logger = logging.getLogger("test.redaction")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("calling https://api.telegram.org/bot%s/getMe", "123:SECRET-TOKEN")
+        try:
+            raise RuntimeError("token 123:SECRET-TOKEN rejected")
+        except RuntimeError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+    output = stream.getvalue()
+    assert "SECRET-TOKEN" not in output
+    assert output.count("***") >= 2

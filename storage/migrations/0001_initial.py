@@ -40,6 +40,7 @@ class Migration(migrations.Migration):
                 ('progress', fields.IntField(default=0)),
                 ('retry_count', fields.IntField(default=0)),
                 ('callback_received', fields.BooleanField(default=False)),
+                ('counted', fields.BooleanField(default=False)),
                 ('notification_sent', fields.BooleanField(default=False, db_index=True)),
                 ('undeliverable', fields.BooleanField(default=False)),
                 ('delivery_attempts', fields.IntField(default=0)),
