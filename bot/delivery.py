@@ -12,7 +12,14 @@ import logging
 import re
 
 from telegram import Bot, InlineKeyboardMarkup, ReplyParameters
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
 
 from bot import texts
 from bot.handlers import retry_markup
@@ -23,6 +30,8 @@ from tasks import FailureKind, TaskService
 log = logging.getLogger(__name__)
 
 BATCH = 50
+# Failed sends (network faults, unexpected errors) of one outcome before it is given up.
+MAX_ATTEMPTS = 8
 # A workflow's own failure reason is shown only when it reads like a sentence, not a dump.
 _REASON_MAX = 160
 _NOT_FOR_USERS = re.compile(r"traceback|exception|stack|token|secret|password|File \"", re.I)
@@ -96,13 +105,24 @@ class DeliveryLoop:
             return False
         except NetworkError as exc:
             log.warning("task %s: network fault while sending (%s); will retry", task.id, exc)
-            await self._count_attempt(task)
-            return False
+            return await self._failed_attempt(task)
+        except TelegramError as exc:
+            log.error("task %s: Telegram error while sending: %r", task.id, exc)
+            return await self._failed_attempt(task)
         await self._service.mark_delivered(task)
         return True
 
     async def _count_attempt(self, task: Task) -> None:
         await self._service.count_delivery_attempt(task)
+
+    async def _failed_attempt(self, task: Task) -> bool:
+        """Count a failed send; past MAX_ATTEMPTS the outcome is given up, not retried forever."""
+        if task.delivery_attempts + 1 >= MAX_ATTEMPTS:
+            log.error("task %s: giving up delivery after %d attempts", task.id, MAX_ATTEMPTS)
+            await self._service.mark_undeliverable(task)
+        else:
+            await self._count_attempt(task)
+        return False
 
     def _markup(self, task: Task) -> InlineKeyboardMarkup | None:
         if task.retry_count >= self._service.max_retries:

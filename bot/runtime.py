@@ -19,6 +19,7 @@ from telegram import BotCommand, Update
 from telegram.error import TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes
 
+from bot import texts
 from bot.config import Settings
 from bot.delivery import DeliveryLoop
 from bot.handlers import Handlers
@@ -128,6 +129,16 @@ async def _log_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None
         chat = update.effective_chat.id if update.effective_chat else None
         where = f"update {update.update_id} (user {user}, chat {chat})"
     log.error("error while handling %s", where, exc_info=context.error)
+    if not isinstance(update, Update):
+        return
+    # The user hears that it failed (never why: that is in the log), rather than silence.
+    try:
+        if update.callback_query is not None:
+            await update.callback_query.answer(texts.SOMETHING_WENT_WRONG)
+        elif update.effective_message is not None:
+            await update.effective_message.reply_text(texts.SOMETHING_WENT_WRONG, parse_mode=None)
+    except TelegramError as exc:
+        log.warning("could not tell the user about the error: %s", exc)
 
 
 def _polling_error_reporter(

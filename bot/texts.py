@@ -34,6 +34,8 @@ NO_LINK = (
     "https://, or paste the share text from the video app as it is. /help shows an example."
 )
 
+SOMETHING_WENT_WRONG = "Sorry, something went wrong on my side. Please try again in a moment."
+
 UNKNOWN_COMMAND = "I don't know that command. /help lists what I can do."
 
 STATUS_USAGE = "Send /status followed by a task number, for example: /status 12"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Self
 
 from aiohttp import web
 
@@ -32,7 +33,7 @@ class SimulatorServer:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> SimulatorServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

@@ -143,3 +143,15 @@ async def test_tasks_and_status_show_the_users_own_tasks(
     (not_yours, usage) = await other.wait_for_messages(2)
     assert not_yours.text == "You have no task #1. /tasks lists yours."
     assert usage.text is not None and "/status 12" in usage.text
+
+
+async def test_an_internal_error_gets_an_apology_not_silence(
+    bot: RunningBot, chat: Conversation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("database on fire")
+
+    monkeypatch.setattr(bot.service, "submit", broken)
+    chat.send("https://v.douyin.com/anything/")
+    (reply,) = await chat.wait_for_messages(1)
+    assert reply.text == "Sorry, something went wrong on my side. Please try again in a moment."
