@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure_logging
-from bot.runtime import running_bot, secrets_of
+from bot.runtime import StartupError, running_bot, secrets_of
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +24,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.logging.level, secrets_of(settings))
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as exc:
+        print(f"start-up error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from telegram import BotCommand, Update
-from telegram.error import TelegramError
+from telegram.error import InvalidToken, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes
 
 from bot import texts
@@ -25,7 +25,7 @@ from bot.delivery import DeliveryLoop
 from bot.handlers import Handlers
 from bot.updates import PerChatUpdateProcessor
 from coze import CozeWorkflowClient
-from storage import open_database, ping
+from storage import DatabaseOpenError, open_database, ping
 from tasks import TaskService
 from webhook import HEALTH_CHECK, TASK_SERVICE, create_app
 from webhook.app import CALLBACK_PATH
@@ -39,6 +39,10 @@ COMMANDS = [
     BotCommand("tasks", "Your recent tasks"),
     BotCommand("status", "One task: /status N"),
 ]
+
+
+class StartupError(Exception):
+    """The bot cannot start; the message is one line naming the setting to look at."""
 
 
 @dataclass(frozen=True)
@@ -205,7 +209,13 @@ def _bind(host: str, port: int) -> socket.socket:
 @asynccontextmanager
 async def running_bot(settings: Settings) -> AsyncIterator[RunningBot]:
     """Run the whole bot until the block exits. With port 0 the OS picks the port."""
-    sock = _bind(settings.server.host, settings.server.port)
+    try:
+        sock = _bind(settings.server.host, settings.server.port)
+    except OSError as exc:
+        raise StartupError(
+            f"server.port: cannot listen on {settings.server.host}:{settings.server.port} "
+            f"({exc.strerror or exc})"
+        ) from None
     port = sock.getsockname()[1]
     public_url = settings.server.public_url or f"http://{settings.server.host}:{port}"
     app = build_web_app(settings, public_url)
@@ -213,7 +223,14 @@ async def running_bot(settings: Settings) -> AsyncIterator[RunningBot]:
     try:
         # Opens the database and starts the bot, in this task, so every task created from
         # here on (request handlers, PTB's, the loops) sees the same database context.
-        await runner.setup()
+        try:
+            await runner.setup()
+        except InvalidToken:
+            raise StartupError(
+                "telegram.token: rejected by Telegram (check the token from @BotFather)"
+            ) from None
+        except DatabaseOpenError as exc:
+            raise StartupError(f"storage.database_url: cannot open the database ({exc})") from None
         site = web.SockSite(runner, sock)
         await site.start()
         log.info(

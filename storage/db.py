@@ -9,11 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from tortoise import Tortoise, connections
+from tortoise.exceptions import BaseORMException
 from tortoise.migrations.api import migrate
 
 log = logging.getLogger(__name__)
 
 APP_LABEL = "models"
+
+
+class DatabaseOpenError(Exception):
+    """The database cannot be opened or migrated (the message says why, without credentials)."""
 
 
 def tortoise_config(database_url: str) -> dict[str, Any]:
@@ -50,11 +55,15 @@ async def open_database(database_url: str) -> AsyncIterator[None]:
     Tortoise keeps its state in a context variable: call this in the task that later creates
     the tasks using the database (they inherit the context).
     """
-    _ensure_sqlite_dir(database_url)
     config = tortoise_config(database_url)
-    # migrate() loads the apps without building query sets: initialise again for use.
-    await migrate(config=config)
-    await Tortoise.init(config=config)
+    try:
+        _ensure_sqlite_dir(database_url)
+        # migrate() loads the apps without building query sets: initialise again for use.
+        await migrate(config=config)
+        await Tortoise.init(config=config)
+    except (OSError, BaseORMException) as exc:
+        await Tortoise.close_connections()
+        raise DatabaseOpenError(f"{type(exc).__name__}: {exc}") from exc
     try:
         yield
     finally:
