@@ -166,6 +166,10 @@ def _telegram(settings: Settings) -> CleanupContext:
         except TelegramError as exc:
             log.warning("could not set the command menu: %s", exc)
         await application.start()
+        # Before polling starts, so a task created by a new message is not started twice.
+        resumed = await service.resume_pending()
+        if resumed:
+            log.info("resumed %d pending task(s)", resumed)
         assert application.updater is not None
         await application.updater.start_polling(
             poll_interval=0.0,
@@ -181,9 +185,6 @@ def _telegram(settings: Settings) -> CleanupContext:
             secrets=secrets_of(settings),
         )
         delivery_task = asyncio.create_task(delivery.run(), name="delivery-loop")
-        resumed = await service.resume_pending()
-        if resumed:
-            log.info("resumed %d pending task(s)", resumed)
         try:
             yield
         finally:

@@ -32,16 +32,32 @@ async def create_task(
     *, user_id: int, chat_id: int, request_message_id: int, input_url: str, run_id: str
 ) -> Task:
     """Store a new task (state pending) and its first run id, before Coze is called."""
-    async with in_transaction():
-        task = await Task.create(
-            user_id=user_id,
-            chat_id=chat_id,
-            request_message_id=request_message_id,
-            input_url=input_url,
-            run_id=run_id,
-        )
-        await TaskRun.create(run_id=run_id, task_id=task.id)
+    (task,) = await create_tasks(
+        user_id=user_id,
+        chat_id=chat_id,
+        request_message_id=request_message_id,
+        links=[(input_url, run_id)],
+    )
     return task
+
+
+async def create_tasks(
+    *, user_id: int, chat_id: int, request_message_id: int, links: list[tuple[str, str]]
+) -> list[Task]:
+    """Store one pending task per (link, run id) of one message, all or none."""
+    tasks = []
+    async with in_transaction():
+        for input_url, run_id in links:
+            task = await Task.create(
+                user_id=user_id,
+                chat_id=chat_id,
+                request_message_id=request_message_id,
+                input_url=input_url,
+                run_id=run_id,
+            )
+            await TaskRun.create(run_id=run_id, task_id=task.id)
+            tasks.append(task)
+    return tasks
 
 
 async def set_ack_message(task_id: int, message_id: int) -> None:

@@ -89,16 +89,12 @@ class TaskService:
     ) -> list[Task]:
         """Store one pending task per link. Call `start_all` once the user has been answered."""
         await repository.upsert_user(user.id, user.first_name, user.username)
-        return [
-            await repository.create_task(
-                user_id=user.id,
-                chat_id=chat_id,
-                request_message_id=message_id,
-                input_url=link,
-                run_id=new_run_id(),
-            )
-            for link in links
-        ]
+        return await repository.create_tasks(
+            user_id=user.id,
+            chat_id=chat_id,
+            request_message_id=message_id,
+            links=[(link, new_run_id()) for link in links],
+        )
 
     async def set_ack_message(self, task: Task, message_id: int) -> None:
         await repository.set_ack_message(task.id, message_id)
