@@ -16,8 +16,8 @@ What it models, with Telegram's own error texts:
   webhook mode that POSTs updates to a loopback URL (``setWebhook``/``deleteWebhook``);
 - entities as the server computes them (ported from TDLib's ``MessageEntity.cpp``): bot commands,
   URLs (with and without a scheme) and e-mail addresses in user messages, offsets in UTF-16 code
-  units; HTML, MarkdownV2 and Markdown parse modes for the bot's own messages, with the same
-  "can't parse entities" errors;
+  units; the HTML parse mode for the bot's own messages, with Telegram's "can't parse entities"
+  errors (MarkdownV2 and Markdown are not implemented: they get a 400 that says so);
 - fault injection: ``fail_next`` (an error reply instead of the call) and ``delay_next`` (the call
   is performed, then the reply is held, so a client timeout leaves the message delivered).
 """
@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -59,6 +60,11 @@ _CHAT_NOT_FOUND = "Bad Request: chat not found"
 _NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply markup are "
     "exactly the same as a current content and reply markup of the message"
+)
+# Not Telegram's answer: the fake ports only the HTML parser (the bot sends plain text).
+_UNIMPLEMENTED_PARSE_MODE = (
+    "Bad Request: parse_mode {mode} is not implemented by this fake Telegram server "
+    "(only HTML and plain text are)"
 )
 _QUERY_TOO_OLD = "Bad Request: query is too old and response timeout expired or query ID is invalid"
 
@@ -173,7 +179,7 @@ class UploadedFile:
 
 
 # --------------------------------------------------------------------------------------------
-# Text helpers: UTF-16 lengths, entity detection (ported from TDLib), parse modes
+# Text helpers: UTF-16 lengths, entity detection (ported from TDLib), the HTML parse mode
 # --------------------------------------------------------------------------------------------
 
 
@@ -883,263 +889,6 @@ def _html_entity(
     return {"type": "expandable_blockquote" if argument else "blockquote", **base}
 
 
-_MDV2_RESERVED = "_*[]()~`>#+-=|{}.!"
-_MDV2_NAMES = {
-    "bold": "Bold",
-    "italic": "Italic",
-    "underline": "Underline",
-    "strikethrough": "Strikethrough",
-    "spoiler": "Spoiler",
-    "text_link": "TextUrl",
-    "code": "Code",
-    "pre": "Pre",
-    "custom_emoji": "CustomEmoji",
-}
-
-
-def _parse_markdown_v2(text: str) -> tuple[str, list[JSONDict]]:
-    """TDLib's parse_markdown_v2 (block quotes simplified to '>' at line starts)."""
-    n = len(text)
-
-    def at(k: int) -> str:
-        return text[k] if k < n else "\0"
-
-    def reserved_error(ch: str) -> _ParseError:
-        return _ParseError(
-            f"Character '{ch}' is reserved and must be escaped with the preceding '\\'"
-        )
-
-    out: list[str] = []
-    u16 = 0
-    entities: list[JSONDict] = []
-    # type, argument, UTF-16 offset, index in text, len(out)
-    stack: list[tuple[str, str, int, int, int]] = []
-    quote_start: int | None = None
-    i = 0
-    while i < n:
-        c = text[i]
-        in_code = bool(stack) and stack[-1][0] in ("code", "pre")
-        if c == ">" and (i == 0 or text[i - 1] == "\n") and not in_code:
-            if quote_start is None:
-                quote_start = u16
-            i += 1
-            continue
-        if c == "\\" and 0 < ord(at(i + 1)) <= 126:
-            out.append(text[i + 1])
-            u16 += 1
-            i += 2
-            continue
-        reserved = "`" if in_code else _MDV2_RESERVED
-        if c not in reserved:
-            if c == "\n" and quote_start is not None and at(i + 1) != ">":
-                if u16 > quote_start:
-                    entities.append(
-                        {"type": "blockquote", "offset": quote_start, "length": u16 - quote_start}
-                    )
-                quote_start = None
-            out.append(c)
-            u16 += _w(c)
-            i += 1
-            continue
-        is_end = False
-        if stack:
-            kind = stack[-1][0]
-            is_end = (
-                (kind == "bold" and c == "*")
-                or (kind == "italic" and c == "_" and at(i + 1) != "_")
-                or (kind == "code" and c == "`")
-                or (kind == "pre" and c == "`" and at(i + 1) == "`" and at(i + 2) == "`")
-                or (kind in ("text_link", "custom_emoji") and c == "]")
-                or (kind == "underline" and c == "_" and at(i + 1) == "_")
-                or (kind == "strikethrough" and c == "~")
-                or (kind == "spoiler" and c == "|" and at(i + 1) == "|")
-            )
-        if not is_end:
-            start = i
-            argument = ""
-            if c == "_":
-                if at(i + 1) == "_":
-                    kind = "underline"
-                    i += 1
-                else:
-                    kind = "italic"
-            elif c == "*":
-                kind = "bold"
-            elif c == "~":
-                kind = "strikethrough"
-            elif c == "|":
-                if at(i + 1) != "|":
-                    raise reserved_error(c)
-                i += 1
-                kind = "spoiler"
-            elif c == "[":
-                kind = "text_link"
-            elif c == "`":
-                if at(i + 1) == "`" and at(i + 2) == "`":
-                    i += 3
-                    kind = "pre"
-                    lang_end = i
-                    while not _is_space(at(lang_end)) and at(lang_end) != "`":
-                        lang_end += 1
-                    if i != lang_end and lang_end < n and at(lang_end) != "`":
-                        argument = text[i:lang_end]
-                        i = lang_end
-                    if at(i) in "\n\r" and at(i) != "\0":
-                        if at(i + 1) in "\n\r" and at(i + 1) != "\0" and at(i) != at(i + 1):
-                            i += 2
-                        else:
-                            i += 1
-                    i -= 1
-                else:
-                    kind = "code"
-            elif c == "!" and at(i + 1) == "[":
-                i += 1
-                kind = "custom_emoji"
-            else:
-                raise reserved_error(c)
-            stack.append((kind, argument, u16, start, len(out)))
-            i += 1
-            continue
-        kind, argument, offset, _start, out_pos = stack.pop()
-        entity: JSONDict = {"type": kind, "offset": offset, "length": u16 - offset}
-        keep = True
-        if kind in ("underline", "spoiler"):
-            i += 1
-        elif kind == "pre":
-            i += 2
-            if argument:
-                entity["language"] = argument
-        elif kind in ("text_link", "custom_emoji"):
-            if at(i + 1) != "(":
-                url = "".join(out[out_pos:])
-            else:
-                i += 2
-                url_begin = i
-                chars: list[str] = []
-                while i < n and text[i] != ")":
-                    if text[i] == "\\" and 0 < ord(at(i + 1)) <= 126:
-                        chars.append(text[i + 1])
-                        i += 2
-                        continue
-                    chars.append(text[i])
-                    i += 1
-                if at(i) != ")":
-                    raise _ParseError(
-                        f"Can't find end of a URL at byte offset {_byte_offset(text, url_begin)}"
-                    )
-                url = "".join(chars)
-            if kind == "custom_emoji":
-                match = re.fullmatch(r"tg://emoji\?id=(\d+)", url)
-                if match is None:
-                    raise _ParseError("Custom emoji URL must have an emoji identifier")
-                entity["custom_emoji_id"] = match.group(1)
-            else:
-                entity["url"] = _check_link(url)
-                keep = bool(entity["url"])
-        if keep and entity["length"] > 0:
-            entities.append(entity)
-        i += 1
-    if stack:
-        kind, argument, _offset, start, _pos = stack[-1]
-        name = "PreCode" if kind == "pre" and argument else _MDV2_NAMES[kind]
-        raise _ParseError(
-            f"Can't find end of {name} entity at byte offset {_byte_offset(text, start)}"
-        )
-    if quote_start is not None and u16 > quote_start:
-        entities.append({"type": "blockquote", "offset": quote_start, "length": u16 - quote_start})
-    entities.sort(key=_sort_key)
-    return "".join(out), entities
-
-
-def _parse_markdown(text: str) -> tuple[str, list[JSONDict]]:
-    """TDLib's parse_markdown (the legacy "Markdown" mode)."""
-    n = len(text)
-
-    def at(k: int) -> str:
-        return text[k] if k < n else "\0"
-
-    out: list[str] = []
-    u16 = 0
-    entities: list[JSONDict] = []
-    i = 0
-    while i < n:
-        c = text[i]
-        if c == "\\" and at(i + 1) in "_*`[" and at(i + 1) != "\0":
-            out.append(text[i + 1])
-            u16 += 1
-            i += 2
-            continue
-        if c not in "_*`[":
-            out.append(c)
-            u16 += _w(c)
-            i += 1
-            continue
-        begin = i
-        end_char = "]" if c == "[" else c
-        is_pre = False
-        language = ""
-        i += 1
-        if c == "`" and at(i) == "`" and at(i + 1) == "`":
-            i += 2
-            is_pre = True
-            lang_end = i
-            while lang_end < n and not _is_space(text[lang_end]) and text[lang_end] != "`":
-                lang_end += 1
-            if i != lang_end and lang_end < n and text[lang_end] != "`":
-                language = text[i:lang_end]
-                i = lang_end
-            if at(i) in "\n\r" and at(i) != "\0":
-                if at(i + 1) in "\n\r" and at(i + 1) != "\0" and at(i) != at(i + 1):
-                    i += 2
-                else:
-                    i += 1
-        length = 0
-        while i < n and (
-            text[i] != end_char or (is_pre and not (at(i + 1) == "`" and at(i + 2) == "`"))
-        ):
-            out.append(text[i])
-            length += _w(text[i])
-            i += 1
-        if i == n:
-            raise _ParseError(
-                f"Can't find end of the entity starting at byte offset {_byte_offset(text, begin)}"
-            )
-        if length > 0:
-            entity: JSONDict = {"offset": u16, "length": length}
-            keep = True
-            if c == "_":
-                entity["type"] = "italic"
-            elif c == "*":
-                entity["type"] = "bold"
-            elif c == "[":
-                if at(i + 1) != "(":
-                    url = text[begin + 1 : i]
-                else:
-                    i += 2
-                    url_chars: list[str] = []
-                    while i < n and text[i] != ")":
-                        url_chars.append(text[i])
-                        i += 1
-                    url = "".join(url_chars)
-                entity["type"] = "text_link"
-                entity["url"] = _check_link(url)
-                keep = bool(entity["url"])
-            elif is_pre:
-                entity["type"] = "pre"
-                if language:
-                    entity["language"] = language
-            else:
-                entity["type"] = "code"
-            if keep:
-                entities.append(entity)
-            u16 += length
-        if is_pre:
-            i += 2
-        i += 1
-    entities.sort(key=_sort_key)
-    return "".join(out), entities
-
-
 _EMPTY_CHARS = frozenset(
     "\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u200b\u200c"
     "\u200d\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u202f\u205f\u2060\u3000"
@@ -1216,6 +965,39 @@ class _Delay:
     remaining: int
 
 
+@dataclass(frozen=True)
+class _Content:
+    """Where a message keeps its text: a text message's text or a document's caption."""
+
+    field: str
+    entities_field: str
+    limit: int  # UTF-16 code units, after entity parsing
+    required: bool
+    has_document: bool
+    too_long_send: str
+    too_long_edit: str
+
+
+_TEXT = _Content(
+    field="text",
+    entities_field="entities",
+    limit=MAX_TEXT_LENGTH,
+    required=True,
+    has_document=False,
+    too_long_send="Bad Request: message is too long",
+    too_long_edit="Bad Request: MESSAGE_TOO_LONG",
+)
+_CAPTION = _Content(
+    field="caption",
+    entities_field="caption_entities",
+    limit=MAX_CAPTION_LENGTH,
+    required=False,
+    has_document=True,
+    too_long_send="Bad Request: message caption is too long",
+    too_long_edit="Bad Request: MEDIA_CAPTION_TOO_LONG",
+)
+
+
 @dataclass
 class _Chat:
     user: JSONDict
@@ -1290,8 +1072,8 @@ class FakeTelegram(SimulatorServer):
             "getWebhookInfo": self._get_webhook_info,
             "sendMessage": self._send_message,
             "sendDocument": self._send_document,
-            "editMessageText": self._edit_message_text,
-            "editMessageCaption": self._edit_message_caption,
+            "editMessageText": functools.partial(self._edit_content, kind=_TEXT),
+            "editMessageCaption": functools.partial(self._edit_content, kind=_CAPTION),
             "editMessageReplyMarkup": self._edit_message_reply_markup,
             "deleteMessage": self._delete_message,
             "sendChatAction": self._send_chat_action,
@@ -1661,44 +1443,36 @@ class FakeTelegram(SimulatorServer):
         return chat_id, chat
 
     def _format(
-        self,
-        raw: Any,
-        parse_mode: Any,
-        explicit: Any,
-        *,
-        limit: int,
-        too_long: str,
-        required: bool,
+        self, params: JSONDict, kind: _Content, too_long: str
     ) -> tuple[str | None, list[JSONDict]]:
+        """The text or caption as Telegram stores it: parsed, trimmed, checked, entities found."""
+        raw = params.get(kind.field)
         if raw is None or raw == "":
-            if required:
+            if kind.required:
                 raise _ApiError(400, "Bad Request: message text is empty")
             return None, []
         text = raw if isinstance(raw, str) else json.dumps(raw)
-        entities: list[JSONDict]
+        explicit = params.get(kind.entities_field)
+        parse_mode = params.get("parse_mode")
+        entities: list[JSONDict] = []
         if isinstance(explicit, list) and explicit:
             entities = [dict(e) for e in explicit if isinstance(e, dict)]
         elif parse_mode:
             mode = str(parse_mode).lower()
-            parser = {
-                "html": _parse_html,
-                "markdownv2": _parse_markdown_v2,
-                "markdown": _parse_markdown,
-            }.get(mode)
-            if parser is None:
+            if mode in ("markdownv2", "markdown"):
+                raise _ApiError(400, _UNIMPLEMENTED_PARSE_MODE.format(mode=parse_mode))
+            if mode != "html":
                 raise _ApiError(400, f"Bad Request: unsupported parse_mode {parse_mode!r}")
             try:
-                text, entities = parser(text)
+                text, entities = _parse_html(text)
             except _ParseError as exc:
                 raise _ApiError(400, f"Bad Request: can't parse entities: {exc}") from exc
-        else:
-            entities = []
         text, entities = _strip(text, entities)
         if not text:
-            if required:
+            if kind.required:
                 raise _ApiError(400, "Bad Request: message text is empty")
             return None, []
-        if utf16_len(text) > limit:
+        if utf16_len(text) > kind.limit:
             raise _ApiError(400, too_long)
         return text, _merge_found_entities(text, entities)
 
@@ -1943,36 +1717,7 @@ class FakeTelegram(SimulatorServer):
 
     async def _send_message(self, params: JSONDict) -> JSONDict:
         chat_id, chat = self._chat_for(params)
-        text, entities = self._format(
-            params.get("text"),
-            params.get("parse_mode"),
-            params.get("entities"),
-            limit=MAX_TEXT_LENGTH,
-            too_long="Bad Request: message is too long",
-            required=True,
-        )
-        markup = self._check_markup(params.get("reply_markup"))
-        reply = self._reply_target(chat, params)
-        sent = SentMessage(
-            message_id=next(self._message_ids),
-            chat_id=chat_id,
-            text=text,
-            parse_mode=params.get("parse_mode") or None,
-            reply_to_message_id=reply["message_id"] if reply else None,
-            reply_markup=copy.deepcopy(markup),
-            entities=entities,
-            date=int(time.time()),
-        )
-        body: JSONDict = {"text": text}
-        if entities:
-            body["entities"] = copy.deepcopy(entities)
-        if reply:
-            body["reply_to_message"] = reply
-        if self._inline(markup):
-            body["reply_markup"] = copy.deepcopy(markup)
-        result = self._store_bot_message(chat_id, chat, sent, body)
-        await self._changed_async()
-        return result
+        return await self._send(params, chat_id, chat, _TEXT)
 
     async def _send_document(self, params: JSONDict) -> JSONDict:
         chat_id, chat = self._chat_for(params)
@@ -1991,18 +1736,46 @@ class FakeTelegram(SimulatorServer):
             raise _ApiError(400, "Bad Request: file must be non-empty")
         if len(data) > MAX_UPLOAD_BYTES:
             raise _ApiError(413, "Request Entity Too Large")
-        caption, entities = self._format(
-            params.get("caption"),
-            params.get("parse_mode"),
-            params.get("caption_entities"),
-            limit=MAX_CAPTION_LENGTH,
-            too_long="Bad Request: message caption is too long",
-            required=False,
-        )
-        markup = self._check_markup(params.get("reply_markup"))
-        reply = self._reply_target(chat, params)
         if not mime or mime == "application/octet-stream":
             mime = mimetypes.guess_type(name or "")[0] or mime or "application/octet-stream"
+        return await self._send(params, chat_id, chat, _CAPTION, (data, name, mime))
+
+    async def _send(
+        self,
+        params: JSONDict,
+        chat_id: int,
+        chat: _Chat,
+        kind: _Content,
+        upload: tuple[bytes, str | None, str] | None = None,
+    ) -> JSONDict:
+        """sendMessage (kind _TEXT) and sendDocument (kind _CAPTION, with the file)."""
+        text, entities = self._format(params, kind, kind.too_long_send)
+        markup = self._check_markup(params.get("reply_markup"))
+        reply = self._reply_target(chat, params)
+        sent = SentMessage(
+            message_id=next(self._message_ids),
+            chat_id=chat_id,
+            text=text,
+            parse_mode=params.get("parse_mode") or None,
+            reply_to_message_id=reply["message_id"] if reply else None,
+            reply_markup=copy.deepcopy(markup),
+            entities=entities,
+            date=int(time.time()),
+        )
+        body: JSONDict = {}
+        if upload is not None:
+            sent.document, sent.filename, sent.mime_type = upload
+            body["document"] = self._store_file(*upload)
+        self._set_or_drop(body, kind.field, text)
+        self._set_or_drop(body, kind.entities_field, entities)
+        if reply:
+            body["reply_to_message"] = reply
+        self._set_or_drop(body, "reply_markup", self._inline(markup))
+        result = self._store_bot_message(chat_id, chat, sent, body)
+        await self._changed_async()
+        return result
+
+    def _store_file(self, data: bytes, name: str | None, mime: str) -> JSONDict:
         number = next(self._file_ids)
         file_id = f"BQACAgIAAxkDAAI{number:08d}"
         self._files[file_id] = (data, name, mime)
@@ -2014,44 +1787,14 @@ class FakeTelegram(SimulatorServer):
         }
         if name:
             doc["file_name"] = name
-        sent = SentMessage(
-            message_id=next(self._message_ids),
-            chat_id=chat_id,
-            text=caption,
-            parse_mode=params.get("parse_mode") or None,
-            reply_to_message_id=reply["message_id"] if reply else None,
-            reply_markup=copy.deepcopy(markup),
-            document=data,
-            filename=name,
-            entities=entities,
-            mime_type=mime,
-            date=int(time.time()),
-        )
-        body: JSONDict = {"document": doc}
-        if caption:
-            body["caption"] = caption
-        if entities:
-            body["caption_entities"] = copy.deepcopy(entities)
-        if reply:
-            body["reply_to_message"] = reply
-        if self._inline(markup):
-            body["reply_markup"] = copy.deepcopy(markup)
-        result = self._store_bot_message(chat_id, chat, sent, body)
-        await self._changed_async()
-        return result
+        return doc
 
-    async def _edit_message_text(self, params: JSONDict) -> JSONDict:
+    async def _edit_content(self, params: JSONDict, kind: _Content) -> JSONDict:
+        """editMessageText (kind _TEXT) and editMessageCaption (kind _CAPTION)."""
         _chat_id, _chat, message, sent = self._editable(params)
-        if sent.document is not None:
-            raise _ApiError(400, "Bad Request: there is no text in the message to edit")
-        text, entities = self._format(
-            params.get("text"),
-            params.get("parse_mode"),
-            params.get("entities"),
-            limit=MAX_TEXT_LENGTH,
-            too_long="Bad Request: MESSAGE_TOO_LONG",
-            required=True,
-        )
+        if (sent.document is not None) != kind.has_document:
+            raise _ApiError(400, f"Bad Request: there is no {kind.field} in the message to edit")
+        text, entities = self._format(params, kind, kind.too_long_edit)
         markup = self._check_markup(params.get("reply_markup"), inline_only=True)
         unchanged = (
             text == sent.text
@@ -2060,51 +1803,22 @@ class FakeTelegram(SimulatorServer):
         )
         if unchanged:
             raise _ApiError(400, _NOT_MODIFIED)
-        sent.text, sent.entities, sent.reply_markup = text, entities, copy.deepcopy(markup)
+        sent.text, sent.entities = text, entities
         sent.parse_mode = params.get("parse_mode") or None
-        sent.edits += 1
-        message["text"] = text
-        self._set_or_drop(message, "entities", entities)
-        self._set_or_drop(message, "reply_markup", markup)
-        message["edit_date"] = int(time.time())
-        await self._changed_async()
-        return copy.deepcopy(message)
-
-    async def _edit_message_caption(self, params: JSONDict) -> JSONDict:
-        _chat_id, _chat, message, sent = self._editable(params)
-        if sent.document is None:
-            raise _ApiError(400, "Bad Request: there is no caption in the message to edit")
-        caption, entities = self._format(
-            params.get("caption"),
-            params.get("parse_mode"),
-            params.get("caption_entities"),
-            limit=MAX_CAPTION_LENGTH,
-            too_long="Bad Request: MEDIA_CAPTION_TOO_LONG",
-            required=False,
-        )
-        markup = self._check_markup(params.get("reply_markup"), inline_only=True)
-        unchanged = (
-            caption == sent.text
-            and entities == sent.entities
-            and markup == self._inline(sent.reply_markup)
-        )
-        if unchanged:
-            raise _ApiError(400, _NOT_MODIFIED)
-        sent.text, sent.entities, sent.reply_markup = caption, entities, copy.deepcopy(markup)
-        sent.parse_mode = params.get("parse_mode") or None
-        sent.edits += 1
-        self._set_or_drop(message, "caption", caption)
-        self._set_or_drop(message, "caption_entities", entities)
-        self._set_or_drop(message, "reply_markup", markup)
-        message["edit_date"] = int(time.time())
-        await self._changed_async()
-        return copy.deepcopy(message)
+        self._set_or_drop(message, kind.field, text)
+        self._set_or_drop(message, kind.entities_field, entities)
+        return await self._edited(message, sent, markup)
 
     async def _edit_message_reply_markup(self, params: JSONDict) -> JSONDict:
         _chat_id, _chat, message, sent = self._editable(params)
         markup = self._check_markup(params.get("reply_markup"), inline_only=True)
         if markup == self._inline(sent.reply_markup):
             raise _ApiError(400, _NOT_MODIFIED)
+        return await self._edited(message, sent, markup)
+
+    async def _edited(
+        self, message: JSONDict, sent: SentMessage, markup: JSONDict | None
+    ) -> JSONDict:
         sent.reply_markup = copy.deepcopy(markup)
         sent.edits += 1
         self._set_or_drop(message, "reply_markup", markup)

@@ -197,9 +197,34 @@ async def test_html_parse_mode(tg: FakeTelegram, bot: telegram.Bot) -> None:
         await bot.send_message(USER, "<b>unclosed", parse_mode="HTML")
     with pytest.raises(BadRequest, match="Can't parse entities: unmatched end tag"):
         await bot.send_message(USER, "<b>x</i>", parse_mode="HTML")
-    with pytest.raises(BadRequest, match=r"Can't parse entities: character '\.' is reserved"):
-        await bot.send_message(USER, "v1.2", parse_mode="MarkdownV2")
     assert len(tg.messages(USER)) == 1
+
+
+@pytest.mark.asyncio
+async def test_markdown_parse_modes_are_refused_as_not_implemented(
+    tg: FakeTelegram, bot: telegram.Bot
+) -> None:
+    tg.user_sends(USER, "hi")
+    for mode in ("MarkdownV2", "Markdown", "markdownv2"):
+        with pytest.raises(
+            BadRequest, match=rf"(?i)^parse_mode {mode} is not implemented by this fake"
+        ):
+            await bot.send_message(USER, "*bold*", parse_mode=mode)
+        with pytest.raises(BadRequest, match="is not implemented by this fake"):
+            await bot.send_document(
+                USER, document=b"x", filename="a.txt", caption="c", parse_mode=mode
+            )
+    async with aiohttp.ClientSession() as http:
+        form = {"chat_id": str(USER), "text": "_x_", "parse_mode": "MarkdownV2"}
+        async with http.post(f"{tg.api_base_url}{tg.token}/sendMessage", data=form) as response:
+            assert response.status == 400
+            assert await response.json() == {
+                "ok": False,
+                "error_code": 400,
+                "description": "Bad Request: parse_mode MarkdownV2 is not implemented by this "
+                "fake Telegram server (only HTML and plain text are)",
+            }
+    assert tg.messages(USER) == []
 
 
 @pytest.mark.asyncio
@@ -319,6 +344,25 @@ async def test_edits_and_not_modified(tg: FakeTelegram, bot: telegram.Bot) -> No
     with pytest.raises(BadRequest, match="Message_too_long"):
         await bot.edit_message_text("x" * 4097, chat_id=USER, message_id=message.message_id)
     assert (sent.edits, sent.buttons()) == (2, [("Retry", "r:1")])
+
+    document = await bot.send_document(USER, document=b"x", filename="a.txt", caption="Old")
+    with pytest.raises(BadRequest, match="There is no text in the message to edit"):
+        await bot.edit_message_text("New", chat_id=USER, message_id=document.message_id)
+    with pytest.raises(BadRequest, match="There is no caption in the message to edit"):
+        await bot.edit_message_caption(USER, message.message_id, caption="New")
+    edited = await bot.edit_message_caption(
+        USER, document.message_id, caption="<b>New</b>", parse_mode="HTML"
+    )
+    assert isinstance(edited, telegram.Message)
+    assert (edited.caption, edited.caption_entities) == ("New", (MessageEntity("bold", 0, 3),))
+    with pytest.raises(BadRequest, match="Message is not modified"):
+        await bot.edit_message_caption(
+            USER, document.message_id, caption="<b>New</b>", parse_mode="HTML"
+        )
+    with pytest.raises(BadRequest, match="Media_caption_too_long"):
+        await bot.edit_message_caption(USER, document.message_id, caption="c" * 1025)
+    doc_sent = tg.messages(USER)[-1]
+    assert (doc_sent.text, doc_sent.edits, doc_sent.parse_mode) == ("New", 1, "HTML")
 
 
 @pytest.mark.asyncio
