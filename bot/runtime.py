@@ -32,7 +32,6 @@ from webhook.app import CALLBACK_PATH
 
 log = logging.getLogger(__name__)
 
-PTB_APPLICATION = web.AppKey("ptb_application", Application)
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 COMMANDS = [
     BotCommand("help", "How to use this bot"),
@@ -159,7 +158,6 @@ def _telegram(settings: Settings) -> CleanupContext:
     async def telegram(app: web.Application) -> AsyncIterator[None]:
         service = app[TASK_SERVICE]
         application = build_application(settings, service)
-        app[PTB_APPLICATION] = application
         await application.initialize()
         try:
             await application.bot.set_my_commands(COMMANDS)
