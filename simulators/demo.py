@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import contextlib
 import io
-import json
 import os
 import shutil
 import signal
@@ -32,6 +31,7 @@ from pathlib import Path
 
 from bot.config import SECRET_ENV
 from simulators.coze import FakeCoze, default_outcome_for
+from simulators.settings import bot_settings, to_toml
 from simulators.telegram import FakeTelegram, SentMessage
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -50,8 +50,6 @@ SHOWN_CHARS = 400  # ... or this many characters
 LINE_WIDTH = 96
 MAX_PROBLEMS = 5  # warnings and errors of the bot's log listed in the summary
 QUOTE_WIDTH = 36
-
-TomlValue = str | int | float | bool
 
 
 class DemoFailure(Exception):
@@ -223,47 +221,18 @@ class Chat:
 # --------------------------------------------------------------------------------------------
 
 
-def _toml(sections: dict[str, dict[str, TomlValue]]) -> str:
-    out: list[str] = []
-    for name, values in sections.items():
-        out.append(f"[{name}]")
-        for key, value in values.items():
-            if isinstance(value, bool):
-                shown = "true" if value else "false"
-            elif isinstance(value, str):
-                shown = json.dumps(value)  # a JSON string is a valid TOML basic string
-            else:
-                shown = repr(value)
-            out.append(f"{key} = {shown}")
-        out.append("")
-    return "\n".join(out)
-
-
 def bot_config(telegram: FakeTelegram, coze: FakeCoze, workdir: Path, callback_secret: str) -> str:
     """The bot's config TOML for these simulators; the database lives in `workdir`."""
-    return _toml(
-        {
-            "telegram": {
-                "token": telegram.token,
-                "api_base_url": telegram.api_base_url,
-                "poll_timeout_seconds": 5,
-            },
-            "coze": {
-                "api_base_url": coze.base_url,
-                "token": coze.token,
-                "workflow_id": coze.workflow_id,
-                "request_timeout_seconds": 5.0,
-            },
-            "server": {
-                "host": "127.0.0.1",
-                "port": 0,
-                "callback_secret": callback_secret,
-            },
-            "storage": {"database_url": f"sqlite://{workdir}/demo.sqlite3"},
-            "delivery": {"scan_interval_seconds": 0.5},
-            # DEBUG, so the check that no secret reaches the log sees everything.
-            "logging": {"level": "DEBUG"},
-        }
+    # DEBUG, so the check that no secret reaches the log sees everything.
+    return to_toml(
+        bot_settings(
+            telegram,
+            coze,
+            workdir,
+            callback_secret=callback_secret,
+            database_name="demo.sqlite3",
+            log_level="DEBUG",
+        )
     )
 
 

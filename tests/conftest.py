@@ -14,6 +14,7 @@ import pytest_asyncio
 from bot.config import Settings
 from bot.runtime import RunningBot, running_bot
 from simulators.coze import FakeCoze
+from simulators.settings import bot_settings
 from simulators.telegram import FakeTelegram, SentMessage
 from storage import Task
 
@@ -28,22 +29,7 @@ SHARE_TEXT = (
 def make_settings(
     tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, **sections: dict[str, Any]
 ) -> Settings:
-    raw: dict[str, Any] = {
-        "telegram": {
-            "token": telegram.token,
-            "api_base_url": telegram.api_base_url,
-            "poll_timeout_seconds": 5,
-        },
-        "coze": {
-            "api_base_url": coze.base_url,
-            "token": coze.token,
-            "workflow_id": coze.workflow_id,
-            "request_timeout_seconds": 5.0,
-        },
-        "server": {"host": "127.0.0.1", "port": 0, "callback_secret": CALLBACK_SECRET},
-        "storage": {"database_url": f"sqlite://{tmp_path}/bot.sqlite3"},
-        "delivery": {"scan_interval_seconds": 0.5},
-    }
+    raw: dict[str, Any] = bot_settings(telegram, coze, tmp_path, callback_secret=CALLBACK_SECRET)
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values)
     return Settings.model_validate(raw)
