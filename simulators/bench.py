@@ -1,0 +1,187 @@
+"""`make bench`: latency, throughput and memory of the whole bot on the simulators.
+
+Two scenarios, in one process (the bot runs in this event loop, as in the tests):
+- one user pasting links one after another: the latency a person sees with no contention;
+- a burst of many users pasting at once: latencies under Telegram's ~30 messages/s limit,
+  which the bot respects (AIORateLimiter), so the burst is paced by design.
+
+Figures are percentiles of one run; compare runs by ratio, not by absolute seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import logging
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.config import Settings
+from bot.runtime import running_bot
+from simulators.coze import FakeCoze, WorkflowOutcome
+from simulators.settings import bot_settings
+from simulators.telegram import FakeTelegram
+
+TEXT = "这是视频里说的话。This is what the video says. " * 30  # ~1,400 characters
+
+
+@dataclass
+class Stamps:
+    sent: dict[tuple[int, int], float] = field(default_factory=dict)  # (chat, message) -> t
+    ack: dict[tuple[int, int], float] = field(default_factory=dict)
+    text: dict[tuple[int, int], float] = field(default_factory=dict)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def until(self, predicate: Callable[[], bool], timeout: float) -> None:
+        async with asyncio.timeout(timeout), self.changed:
+            await self.changed.wait_for(predicate)
+
+
+async def watch(telegram: FakeTelegram, chats: list[int], stamps: Stamps) -> None:
+    """Stamp each bot reply when it reaches the fake Telegram."""
+    done = dict.fromkeys(chats, 0)
+
+    def more_than(seen: int) -> bool:
+        return sum(len(telegram.messages(chat)) for chat in chats) > seen
+
+    seen = 0
+    while True:
+        await telegram.wait_for(functools.partial(more_than, seen), timeout=3600)
+        now = time.perf_counter()
+        for chat in chats:
+            messages = telegram.messages(chat)
+            for message in messages[done[chat] :]:
+                if message.reply_to_message_id is None:
+                    continue
+                key = (chat, message.reply_to_message_id)
+                is_ack = (message.text or "").startswith("Got it!")
+                (stamps.ack if is_ack else stamps.text).setdefault(key, now)
+            done[chat] = len(messages)
+        seen = sum(done.values())
+        async with stamps.changed:
+            stamps.changed.notify_all()
+
+
+def _size_of(folder: Path, pattern: str) -> int:
+    return sum(path.stat().st_size for path in folder.glob(pattern))
+
+
+def percentiles(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    ordered = sorted(values)
+    qs = statistics.quantiles(ordered, n=100, method="inclusive") if len(ordered) > 1 else ordered
+    p50 = statistics.median(ordered)
+    p95 = qs[94] if len(ordered) > 1 else ordered[0]
+    return f"p50 {p50 * 1000:7.1f} ms   p95 {p95 * 1000:7.1f} ms   max {ordered[-1] * 1000:7.1f} ms"
+
+
+async def scenario(
+    name: str,
+    telegram: FakeTelegram,
+    users: list[int],
+    links_per_user: int,
+    *,
+    sequential: bool,
+    timeout: float,
+) -> tuple[str, float]:
+    stamps = Stamps()
+    watcher = asyncio.create_task(watch(telegram, users, stamps))
+    started = time.perf_counter()
+    expected = len(users) * links_per_user
+    try:
+        for n in range(links_per_user):
+            for user in users:
+                message = telegram.user_sends(user, f"看看 https://v.douyin.com/{name}-{user}-{n}/")
+                key = (user, int(message["message_id"]))
+                stamps.sent[key] = time.perf_counter()
+                if sequential:
+                    await stamps.until(functools.partial(stamps.text.__contains__, key), timeout)
+        await stamps.until(lambda: len(stamps.text) >= expected, timeout)
+    finally:
+        watcher.cancel()
+    wall = time.perf_counter() - started
+    acks = [stamps.ack[k] - t for k, t in stamps.sent.items() if k in stamps.ack]
+    texts = [stamps.text[k] - t for k, t in stamps.sent.items() if k in stamps.text]
+    report = (
+        f"{name}: {expected} links from {len(users)} user(s) in {wall:.2f} s "
+        f"({expected / wall:.1f} links/s)\n"
+        f"  paste -> acknowledgement  {percentiles(acks)}\n"
+        f"  paste -> text             {percentiles(texts)}"
+    )
+    return report, wall
+
+
+async def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="link2text-bench-") as workdir:
+        telegram = FakeTelegram()
+        coze = FakeCoze(callback_timeout=5.0)
+        coze.outcome_for = lambda url: WorkflowOutcome(text=TEXT, duration=args.workflow_seconds)
+        await telegram.start()
+        await coze.start()
+        settings = Settings.model_validate(
+            bot_settings(
+                telegram,
+                coze,
+                Path(workdir),
+                callback_secret="bench-callback-secret-0123456789",
+                log_level="WARNING",
+            )
+        )
+        cpu_before = time.process_time()
+        try:
+            async with running_bot(settings):
+                single, _ = await scenario(
+                    "one-user",
+                    telegram,
+                    [1],
+                    args.sequential_links,
+                    sequential=True,
+                    timeout=args.timeout,
+                )
+                burst, _ = await scenario(
+                    "burst",
+                    telegram,
+                    list(range(1000, 1000 + args.users)),
+                    args.links_per_user,
+                    sequential=False,
+                    timeout=args.timeout,
+                )
+        finally:
+            await coze.stop()
+            await telegram.stop()
+        cpu = time.process_time() - cpu_before
+        database = await asyncio.to_thread(_size_of, Path(workdir), "bot.sqlite3*")
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tasks = args.sequential_links + args.users * args.links_per_user
+    print(f"workflow duration (simulated): {args.workflow_seconds * 1000:.0f} ms per run\n")
+    print(single)
+    print(burst)
+    print(
+        f"\nCPU time: {cpu:.2f} s for {tasks} tasks ({cpu / tasks * 1000:.1f} ms per task, "
+        f"bot and simulators together)\n"
+        f"peak RSS: {peak_kib / 1024:.0f} MiB (whole process)   "
+        f"database: {database / 1024:.0f} KiB   Coze runs: {len(coze.runs)}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m simulators.bench", description=__doc__)
+    parser.add_argument("--users", type=int, default=50, help="users in the burst")
+    parser.add_argument("--links-per-user", type=int, default=2)
+    parser.add_argument("--sequential-links", type=int, default=30)
+    parser.add_argument("--workflow-seconds", type=float, default=0.2)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
