@@ -21,19 +21,14 @@ async def test_pending_tasks_are_started_and_unsent_outcomes_sent_after_a_restar
     # but never sent.
     async with open_database(settings.storage.database_url):
         await repository.upsert_user(USER, "Ann", None)
-        never_started = await repository.create_task(
+        never_started, unsent = await repository.create_tasks(
             user_id=USER,
             chat_id=USER,
             request_message_id=1,
-            input_url="https://v.douyin.com/left/",
-            run_id="run-left-pending",
-        )
-        unsent = await repository.create_task(
-            user_id=USER,
-            chat_id=USER,
-            request_message_id=1,
-            input_url="https://v.douyin.com/unsent/",
-            run_id="run-unsent",
+            links=[
+                ("https://v.douyin.com/left/", "run-left-pending"),
+                ("https://v.douyin.com/unsent/", "run-unsent"),
+            ],
         )
         await Task.filter(id=unsent.id).update(state=TaskState.COMPLETED, result_text="kept words")
 
