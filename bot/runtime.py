@@ -8,6 +8,7 @@ example) with the delivery loop. Shutdown runs them backwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -32,6 +33,7 @@ from webhook.app import CALLBACK_PATH
 
 log = logging.getLogger(__name__)
 
+DELIVERY_GRACE_SECONDS = 5.0
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 COMMANDS = [
     BotCommand("help", "How to use this bot"),
@@ -158,41 +160,50 @@ def _telegram(settings: Settings) -> CleanupContext:
     async def telegram(app: web.Application) -> AsyncIterator[None]:
         service = app[TASK_SERVICE]
         application = build_application(settings, service)
-        await application.initialize()
-        try:
-            await application.bot.set_my_commands(COMMANDS)
-        except TelegramError as exc:
-            log.warning("could not set the command menu: %s", exc)
-        await application.start()
-        # Before polling starts, so a task created by a new message is not started twice.
-        resumed = await service.resume_pending()
-        if resumed:
-            log.info("resumed %d pending task(s)", resumed)
-        assert application.updater is not None
-        await application.updater.start_polling(
-            poll_interval=0.0,
-            timeout=settings.telegram.poll_timeout_seconds,
-            allowed_updates=ALLOWED_UPDATES,
-            error_callback=_polling_error_reporter(application),
-        )
-        delivery = DeliveryLoop(
-            application.bot,
-            service,
-            max_text_messages=settings.delivery.max_text_messages,
-            scan_interval=settings.delivery.scan_interval_seconds,
-            secrets=secrets_of(settings),
-        )
-        delivery_task = asyncio.create_task(delivery.run(), name="delivery-loop")
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            # Each step registers its own undoing, so a failure half-way through start-up
+            # (a rejected token, an unreachable Telegram) still shuts down what was started.
+            await application.initialize()
+            stack.push_async_callback(application.shutdown)
+            try:
+                await application.bot.set_my_commands(COMMANDS)
+            except TelegramError as exc:
+                log.warning("could not set the command menu: %s", exc)
+            await application.start()
+            stack.push_async_callback(application.stop)
+            delivery = DeliveryLoop(
+                application.bot,
+                service,
+                max_text_messages=settings.delivery.max_text_messages,
+                scan_interval=settings.delivery.scan_interval_seconds,
+                secrets=secrets_of(settings),
+            )
+            delivery_task = asyncio.create_task(delivery.run(), name="delivery-loop")
+            stack.push_async_callback(_stop_delivery, delivery, delivery_task)
+            # Before polling starts, so a task created by a new message is not started twice.
+            resumed = await service.resume_pending()
+            if resumed:
+                log.info("resumed %d pending task(s)", resumed)
+            assert application.updater is not None
+            await application.updater.start_polling(
+                poll_interval=0.0,
+                timeout=settings.telegram.poll_timeout_seconds,
+                allowed_updates=ALLOWED_UPDATES,
+                error_callback=_polling_error_reporter(application),
+            )
+            stack.push_async_callback(application.updater.stop)
             yield
-        finally:
-            await application.updater.stop()
-            delivery.stop()
-            await delivery_task
-            await application.stop()
-            await application.shutdown()
 
     return telegram
+
+
+async def _stop_delivery(delivery: DeliveryLoop, task: asyncio.Task[None]) -> None:
+    """Let the send under way finish; past the grace period, stop (the outbox keeps the rest)."""
+    delivery.stop()
+    _, pending = await asyncio.wait({task}, timeout=DELIVERY_GRACE_SECONDS)
+    for still_running in pending:
+        still_running.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def _bind(host: str, port: int) -> socket.socket:
