@@ -92,12 +92,14 @@ def document_caption(task: Task, preview: str) -> str:
     return f"Task #{task.id}: the text is long, so here it is as a file.\n\n{preview}"
 
 
-def failure(task: Task, reason: str | None = None) -> str:
-    kind = task.error_kind or ""
-    words = FAILURE_WORDS.get(kind, GENERIC_FAILURE)
+def failure_words(task: Task) -> str:
     if task.state == TaskState.TIMEOUT:
-        words = FAILURE_WORDS["timeout"]
-    text = f"Task #{task.id} failed: {words}"
+        return FAILURE_WORDS["timeout"]
+    return FAILURE_WORDS.get(task.error_kind or "", GENERIC_FAILURE)
+
+
+def failure(task: Task, reason: str | None = None) -> str:
+    text = f"Task #{task.id} failed: {failure_words(task)}"
     if reason:
         text += f"\nDetails: {reason}"
     return text + f"\nLink: {task.input_url}"
@@ -148,7 +150,7 @@ def task_status(task: Task, max_retries: int) -> str:
     if task.state == TaskState.COMPLETED and task.result_text is not None:
         lines.append(f"Text: {len(task.result_text)} characters")
     if task.state in (TaskState.FAILED, TaskState.TIMEOUT):
-        lines.append("Why: " + failure(task).split(": ", 1)[1].split("\n")[0])
+        lines.append("Why: " + failure_words(task))
     lines.append(f"Retries used: {task.retry_count} of {max_retries}")
     return "\n".join(lines)
 
