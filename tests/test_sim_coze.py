@@ -12,7 +12,13 @@ import httpx
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from cozepy import AsyncCoze, AsyncTokenAuth, CozeAPIError, WorkflowExecuteStatus
+from cozepy import (
+    AsyncCoze,
+    AsyncTokenAuth,
+    CozeAPIError,
+    WorkflowExecuteStatus,
+    WorkflowRunHistory,
+)
 from cozepy.request import AsyncHTTPClient
 
 from simulators.coze import FakeCoze, WorkflowOutcome, default_outcome_for
@@ -104,6 +110,12 @@ async def clients() -> AsyncIterator[Callable[..., AsyncCoze]]:
         await http.aclose()
 
 
+async def history(coze: AsyncCoze, execute_id: str) -> WorkflowRunHistory:
+    return await coze.workflows.runs.run_histories.retrieve(
+        workflow_id=WORKFLOW_ID, execute_id=execute_id
+    )
+
+
 def params(
     receiver_url: str, link: str = "https://v.douyin.com/abc123/", task: str = "t-1"
 ) -> dict[str, Any]:
@@ -185,18 +197,14 @@ async def test_history_running_then_success(make_fake, receiver, clients, mode):
     run = await coze.workflows.runs.create(
         workflow_id=WORKFLOW_ID, parameters=params(receiver.url), is_async=True
     )
-    hist = await coze.workflows.runs.run_histories.retrieve(
-        workflow_id=WORKFLOW_ID, execute_id=run.execute_id
-    )
+    hist = await history(coze, run.execute_id)
     assert hist.execute_status == WorkflowExecuteStatus.RUNNING
     assert hist.output == '{"Output":"null"}'
     assert hist.error_code == 0
     assert hist.is_output_trimmed is False
 
     await fake.wait_for(lambda: fake.runs[run.execute_id].status == "Success", timeout=3)
-    hist = await coze.workflows.runs.run_histories.retrieve(
-        workflow_id=WORKFLOW_ID, execute_id=run.execute_id
-    )
+    hist = await history(coze, run.execute_id)
     assert hist.execute_status == WorkflowExecuteStatus.SUCCESS
     inner = parse_output(hist.output)
     if mode == "variables":
@@ -220,9 +228,8 @@ async def test_history_record_has_every_documented_field(fake, receiver, clients
     run = await coze.workflows.runs.create(
         workflow_id=WORKFLOW_ID, parameters=params(receiver.url), is_async=True
     )
-    hist = await coze.workflows.runs.run_histories.retrieve(
-        workflow_id=WORKFLOW_ID, execute_id=run.execute_id
-    )
+    hist = await history(coze, run.execute_id)
+    assert hist._raw_response is not None
     raw = hist._raw_response.json()
     assert raw["code"] == 0 and raw["msg"] == "" and raw["detail"]["logid"]
     assert len(raw["data"]) == 1
@@ -243,12 +250,11 @@ async def test_fail_run_history_and_callback(fake, receiver, clients):
     p = params(receiver.url, link="https://v.douyin.com/fail-xyz/")
     run = await coze.workflows.runs.create(workflow_id=WORKFLOW_ID, parameters=p, is_async=True)
     await fake.drain()
-    hist = await coze.workflows.runs.run_histories.retrieve(
-        workflow_id=WORKFLOW_ID, execute_id=run.execute_id
-    )
+    hist = await history(coze, run.execute_id)
     assert hist.execute_status == WorkflowExecuteStatus.FAIL
     assert hist.error_code == 720701013
     assert hist.error_message == "video unavailable"
+    assert hist._raw_response is not None
     raw_record = hist._raw_response.json()["data"][0]
     assert raw_record["error_code"] == "720701013"  # a string on the wire
     assert [b["status"] for b in receiver.bodies] == ["failed"]
@@ -260,9 +266,7 @@ async def test_fail_run_history_and_callback(fake, receiver, clients):
 async def test_history_unknown_execute_id_is_4314(fake, clients):
     coze = clients(fake.base_url)
     with pytest.raises(CozeAPIError) as err:
-        await coze.workflows.runs.run_histories.retrieve(
-            workflow_id=WORKFLOW_ID, execute_id="7499999999999999999"
-        )
+        await history(coze, "7499999999999999999")
     assert err.value.code == 4314
     assert err.value.logid
     assert fake.history_calls == 1
@@ -276,13 +280,9 @@ async def test_fail_next_history(fake, receiver, clients):
     )
     fake.fail_next_history(4009, "system busy")
     with pytest.raises(CozeAPIError) as err:
-        await coze.workflows.runs.run_histories.retrieve(
-            workflow_id=WORKFLOW_ID, execute_id=run.execute_id
-        )
+        await history(coze, run.execute_id)
     assert err.value.code == 4009
-    hist = await coze.workflows.runs.run_histories.retrieve(
-        workflow_id=WORKFLOW_ID, execute_id=run.execute_id
-    )
+    hist = await history(coze, run.execute_id)
     assert hist.execute_id == run.execute_id
     assert fake.history_calls == 2
 
@@ -300,9 +300,7 @@ async def test_wrong_token_is_4100(fake, receiver, clients):
     assert err.value.code == 4100
     assert err.value.logid
     with pytest.raises(CozeAPIError) as err:
-        await coze.workflows.runs.run_histories.retrieve(
-            workflow_id=WORKFLOW_ID, execute_id="7400000000000000000"
-        )
+        await history(coze, "7400000000000000000")
     assert err.value.code == 4100
     assert fake.runs == {}
 
@@ -494,9 +492,7 @@ async def test_callbacks_disabled_history_still_succeeds(make_fake, receiver, cl
         workflow_id=WORKFLOW_ID, parameters=params(receiver.url), is_async=True
     )
     await fake.drain()
-    hist = await coze.workflows.runs.run_histories.retrieve(
-        workflow_id=WORKFLOW_ID, execute_id=run.execute_id
-    )
+    hist = await history(coze, run.execute_id)
     assert hist.execute_status == WorkflowExecuteStatus.SUCCESS
     assert parse_output(hist.output)["text"] == default_outcome_for(params("")["url"]).text
     assert receiver.bodies == []
