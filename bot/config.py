@@ -28,6 +28,8 @@ class TelegramSettings(_Section):
     api_base_url: str = "https://api.telegram.org/bot"
     mode: Literal["polling"] = "polling"
     poll_timeout_seconds: int = Field(default=30, ge=0, le=50)
+    request_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_requests_per_second: float = Field(default=30.0, gt=0)
 
 
 class CozeSettings(_Section):
@@ -36,6 +38,10 @@ class CozeSettings(_Section):
     workflow_id: str = ""
     url_parameter: str = Field(default="url", min_length=1)
     request_timeout_seconds: float = Field(default=30.0, gt=0)
+    start_attempts: int = Field(default=4, ge=1, le=10)
+    start_backoff_seconds: float = Field(default=2.0, ge=0)
+    history_checks_per_second: float = Field(default=2.0, gt=0)
+    max_concurrent_history_checks: int = Field(default=4, ge=1, le=100)
 
 
 class ServerSettings(_Section):
@@ -52,14 +58,21 @@ class StorageSettings(_Section):
 
 class TaskSettings(_Section):
     max_retries: int = Field(default=2, ge=0, le=10)
-    timeout_seconds: int = Field(default=900, ge=10)
-    reconcile_after_seconds: int = Field(default=120, ge=1)
+    timeout_seconds: float = Field(default=900.0, gt=0)
+    reconcile_after_seconds: float = Field(default=120.0, gt=0)
+    max_check_interval_seconds: float = Field(default=600.0, gt=0)
+    scan_interval_seconds: float = Field(default=5.0, gt=0)
     max_links_per_message: int = Field(default=3, ge=1, le=10)
 
 
 class DeliverySettings(_Section):
     max_text_messages: int = Field(default=3, ge=1, le=10)
     scan_interval_seconds: float = Field(default=5.0, gt=0)
+    max_messages_per_second: float = Field(default=20.0, gt=0)
+    per_chat_interval_seconds: float = Field(default=1.0, ge=0)
+    retry_backoff_seconds: float = Field(default=2.0, ge=0)
+    max_attempts: int = Field(default=12, ge=1)
+    progress_edit_interval_seconds: float = Field(default=5.0, ge=0)
 
 
 class LoggingSettings(_Section):

@@ -1,7 +1,19 @@
 """The delivery loop: sends stored outcomes to Telegram, then marks them delivered (an outbox).
 
-It wakes at once when an outcome is stored and also scans on a timer, so an outcome stored
-before a restart is sent after it.
+It wakes at once when something is stored for sending and also scans on a timer, so an outcome
+stored before a restart is sent after it. Each chat has its own worker, so one slow or throttled
+chat never holds up another, and one chat's outcomes keep their order. Sends are paced below
+Telegram's limits: `messages_per_second` overall (leaving room under the ~30/s for the bot's
+acknowledgements) and one message per `per_chat_interval` in a chat.
+
+What each Telegram answer means here (shared/docs/telegram.md):
+- RetryAfter: every send waits the time asked, then the same payload is sent again;
+- Forbidden: the user blocked the bot: the outcome is undeliverable after this one try;
+- TimedOut: Telegram may have delivered it: recorded as possibly delivered, not resent;
+- BadRequest: the payload changes (no reply, a document, smaller pieces), never resent as is;
+- other network faults: tried again later, each pause twice the last, then given up.
+A long text is sent piece by piece and each piece is recorded, so nothing is sent twice when a
+delivery resumes after a failure or a restart.
 """
 
 from __future__ import annotations
@@ -10,8 +22,11 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from telegram import Bot, InlineKeyboardMarkup, ReplyParameters
+from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.error import (
     BadRequest,
     Forbidden,
@@ -20,21 +35,51 @@ from telegram.error import (
     TelegramError,
     TimedOut,
 )
+from tortoise.timezone import now
 
 from bot import texts
 from bot.handlers import retry_markup
 from bot.splitting import CAPTION_LIMIT, preview, split_text, utf16_len
 from storage import Task, TaskState
 from tasks import FailureKind, TaskService
+from tasks.reconciler import rate_limiter
 
 log = logging.getLogger(__name__)
 
-BATCH = 50
-# Failed sends (network faults, unexpected errors) of one outcome before it is given up.
-MAX_ATTEMPTS = 8
+BATCH = 100
+# Chats served at once; more wait for the next scan.
+MAX_CHAT_WORKERS = 64
+# RetryAfter answers waited out within one delivery before it goes back to the queue.
+MAX_WAITS_PER_DELIVERY = 5
+# Payload levels after BadRequest: 0 as planned, 1 and 2 changed payloads, then given up.
+LAST_PAYLOAD_LEVEL = 2
+SMALL_PIECE = 1000  # UTF-16 units per message at the last payload level
+MAX_BACKOFF_SECONDS = 300.0
+PROGRESS_BATCH = 20
 # A workflow's own failure reason is shown only when it reads like a sentence, not a dump.
 _REASON_MAX = 160
-_NOT_FOR_USERS = re.compile(r"traceback|exception|stack|token|secret|password|File \"", re.I)
+_NOT_FOR_USERS = re.compile(
+    r"traceback|exception|stack|token|secret|password|File \"|code|errno|\d{5,}|[{}\[\]<>=]",
+    re.I,
+)
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    max_text_messages: int = 3
+    scan_interval: float = 5.0
+    messages_per_second: float = 20.0
+    per_chat_interval: float = 1.0
+    retry_backoff: float = 2.0
+    max_attempts: int = 12
+    progress_edit_interval: float = 5.0
+
+
+class _Stopping(Exception):
+    """The loop is stopping: leave the rest of this outcome for the next start."""
+
+
+Send = Callable[[], Awaitable[object]]
 
 
 class DeliveryLoop:
@@ -42,132 +87,329 @@ class DeliveryLoop:
         self,
         bot: Bot,
         service: TaskService,
+        policy: DeliveryPolicy,
         *,
-        max_text_messages: int,
-        scan_interval: float,
         secrets: tuple[str, ...] = (),
     ) -> None:
         self._bot = bot
         self._service = service
-        self._max_text_messages = max_text_messages
-        self._scan_interval = scan_interval
+        self._outbox = service.outbox
+        self._policy = policy
         self._secrets = tuple(secret for secret in secrets if secret)
         self._stopping = asyncio.Event()
+        self._limiter = rate_limiter(policy.messages_per_second)
+        self._paused_until = 0.0  # loop time before which nothing is sent (RetryAfter)
+        self._chat_ready_at: dict[int, float] = {}
+        self._queues: dict[int, deque[Task]] = {}
+        self._workers: dict[int, asyncio.Task[None]] = {}
+        self._queued: set[int] = set()
+
+    # --- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        while not self._stopping.is_set():
-            self._service.outcome_ready.clear()
-            try:
-                await self.deliver_pending()
-            except Exception:
-                log.exception("delivery scan failed; scanning again later")
-            await self._sleep()
+        try:
+            while not self._stopping.is_set():
+                self._service.outbox_ready.clear()
+                try:
+                    await self.dispatch()
+                    await self.show_progress()
+                except Exception:
+                    log.exception("delivery scan failed; scanning again later")
+                await self._sleep()
+        finally:
+            # Sends under way finish (or stop between pieces); the rest stays in the outbox.
+            await asyncio.gather(*self._workers.values(), return_exceptions=True)
 
     def stop(self) -> None:
         self._stopping.set()
-        self._service.outcome_ready.set()
+        self._service.outbox_ready.set()
 
     async def _sleep(self) -> None:
+        timeout = self._policy.scan_interval
+        due = await self._outbox.next_due()
+        if due is not None:
+            timeout = min(timeout, max(0.0, (due - now()).total_seconds()))
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._scan_interval):
-                await self._service.outcome_ready.wait()
+            async with asyncio.timeout(timeout):
+                await self._service.outbox_ready.wait()
 
-    async def deliver_pending(self) -> int:
-        """Send every undelivered outcome once; the number delivered."""
-        delivered = 0
-        for task in await self._service.undelivered(BATCH):
-            if self._stopping.is_set():
-                break
-            if await self.deliver(task):
-                delivered += 1
-        return delivered
+    async def dispatch(self) -> int:
+        """Hand each due outcome to its chat's worker; the number handed over."""
+        handed = 0
+        for task in await self._outbox.due(BATCH):
+            if task.id in self._queued or self._stopping.is_set():
+                continue
+            if task.chat_id not in self._workers and len(self._workers) >= MAX_CHAT_WORKERS:
+                continue  # picked up by a later scan
+            self._queued.add(task.id)
+            self._queues.setdefault(task.chat_id, deque()).append(task)
+            if task.chat_id not in self._workers:
+                self._workers[task.chat_id] = asyncio.create_task(
+                    self._work(task.chat_id), name=f"delivery-chat-{task.chat_id}"
+                )
+            handed += 1
+        return handed
 
-    async def deliver(self, task: Task) -> bool:
+    async def deliver_pending(self) -> None:
+        """Dispatch what is due and wait until the workers are idle (for tests and tools)."""
+        await self.dispatch()
+        while self._workers:
+            await asyncio.gather(*self._workers.values(), return_exceptions=True)
+
+    async def _work(self, chat_id: int) -> None:
+        queue = self._queues[chat_id]
         try:
-            await self._send_outcome(task)
-        except RetryAfter as exc:
-            log.warning("task %s: Telegram asks to wait %s s", task.id, exc.retry_after)
-            await self._count_attempt(task)
-            await asyncio.sleep(_seconds(exc.retry_after))
-            return False
-        except Forbidden as exc:
-            log.warning("task %s: user unreachable (%s): not retrying", task.id, exc.message)
-            await self._service.mark_undeliverable(task)
-            return False
+            while queue and not self._stopping.is_set():
+                task = queue.popleft()
+                try:
+                    await self.deliver(task)
+                except Exception:
+                    log.exception("task %s: delivery failed unexpectedly", task.id)
+                    await self._outbox.defer(task, self._backoff(task))
+                finally:
+                    self._queued.discard(task.id)
+        finally:
+            for task in queue:
+                self._queued.discard(task.id)
+            del self._queues[chat_id]
+            del self._workers[chat_id]
+            if not self._stopping.is_set():
+                self._service.outbox_ready.set()  # more may have become due meanwhile
+
+    # --- one outcome ------------------------------------------------------------------------
+
+    async def deliver(self, queued: Task) -> bool:
+        """Send one outcome (what is left of it); True once it is delivered or given up."""
+        task = await self._outbox.claim(queued)
+        if task is None:
+            return False  # delivered, retried or given up meanwhile
+        if task.send_started_at is not None:
+            # The last process died with this send on the wire: Telegram may have it already.
+            # Sending again may show it twice; not sending may lose it. Nothing is lost.
+            log.warning(
+                "task %s: a send was under way when the bot stopped; sending again "
+                "(the user may see part %d twice)",
+                task.id,
+                task.delivered_parts + 1,
+            )
+            await self._outbox.resent_after_crash(task)
+        for _ in range(MAX_WAITS_PER_DELIVERY):
+            try:
+                await self._send_outcome(task)
+            except RetryAfter as exc:
+                self._pause(exc)
+                await self._outbox.end_send(task)
+                task = await self._outbox.claim(task) or task  # pieces sent so far count
+                continue
+            except Forbidden as exc:
+                log.warning("task %s: user unreachable (%s): not retrying", task.id, exc.message)
+                await self._outbox.undeliverable(task)
+                return True
+            except BadRequest as exc:
+                return await self._refused(task, exc)
+            except TimedOut:
+                # Only a timeout outside a piece's send (the pieces record their own).
+                return await self._failed(task, "timed out")
+            except NetworkError as exc:
+                return await self._failed(task, f"network fault ({exc.message})")
+            except TelegramError as exc:
+                return await self._failed(task, f"Telegram error ({exc!r})")
+            except _Stopping:
+                await self._outbox.end_send(task)
+                return False
+            await self._outbox.delivered(task)
+            return True
+        return False  # still throttled: back in the outbox for the next scan
+
+    def _pause(self, exc: RetryAfter) -> None:
+        seconds = _seconds(exc.retry_after)
+        log.warning("Telegram asks to wait %.0f s before sending more", seconds)
+        loop = asyncio.get_running_loop()
+        self._paused_until = max(self._paused_until, loop.time() + seconds)
+
+    async def _refused(self, task: Task, exc: BadRequest) -> bool:
+        level = task.payload_level + 1
+        if level > LAST_PAYLOAD_LEVEL:
+            log.error(
+                "task %s: Telegram refused every form of the outcome (%s): given up",
+                task.id,
+                exc.message,
+            )
+            await self._outbox.undeliverable(task)
+            return True
+        log.warning(
+            "task %s: Telegram refused the outcome (%s); sending it in another form (level %d)",
+            task.id,
+            exc.message,
+            level,
+        )
+        await self._outbox.change_payload(task, level)
+        self._service.outbox_ready.set()
+        return False
+
+    async def _failed(self, task: Task, what: str) -> bool:
+        """Count a failed send; past max_attempts the outcome is given up, not retried forever."""
+        if task.delivery_attempts + 1 >= self._policy.max_attempts:
+            log.error(
+                "task %s: giving up delivery after %d attempts: %s",
+                task.id,
+                self._policy.max_attempts,
+                what,
+            )
+            await self._outbox.undeliverable(task)
+            return True
+        pause = self._backoff(task)
+        log.warning("task %s: send failed (%s); trying again in %.1f s", task.id, what, pause)
+        await self._outbox.defer(task, pause)
+        return False
+
+    def _backoff(self, task: Task) -> float:
+        pause = self._policy.retry_backoff * 2 ** min(task.delivery_attempts, 20)
+        return float(min(pause, MAX_BACKOFF_SECONDS))
+
+    # --- pacing -----------------------------------------------------------------------------
+
+    async def _pace(self, chat_id: int) -> None:
+        """Wait until this chat and Telegram as a whole may take one more message."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._stopping.is_set():
+                raise _Stopping
+            wait = max(self._paused_until, self._chat_ready_at.get(chat_id, 0.0)) - loop.time()
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        await self._limiter.acquire()
+        self._chat_ready_at[chat_id] = loop.time() + self._policy.per_chat_interval
+        if len(self._chat_ready_at) > 10_000:
+            moment = loop.time()
+            for chat in [c for c, ready in self._chat_ready_at.items() if ready < moment]:
+                del self._chat_ready_at[chat]
+
+    async def _send_piece(self, task: Task, index: int, send: Send) -> None:
+        """Send piece `index` of the outcome once, and record it as sent."""
+        await self._pace(task.chat_id)
+        await self._outbox.in_flight(task)
+        try:
+            await send()
         except TimedOut:
             # Telegram may have delivered it: resending could show the text twice.
-            log.warning("task %s: send timed out; recorded as possibly delivered", task.id)
-            await self._service.mark_delivered(task)
-            return True
-        except BadRequest as exc:
-            log.error("task %s: Telegram refused the outcome: %s", task.id, exc.message)
-            await self._service.mark_undeliverable(task)
-            return False
-        except NetworkError as exc:
-            log.warning("task %s: network fault while sending (%s); will retry", task.id, exc)
-            return await self._failed_attempt(task)
-        except TelegramError as exc:
-            log.error("task %s: Telegram error while sending: %r", task.id, exc)
-            return await self._failed_attempt(task)
-        await self._service.mark_delivered(task)
-        return True
-
-    async def _count_attempt(self, task: Task) -> None:
-        await self._service.count_delivery_attempt(task)
-
-    async def _failed_attempt(self, task: Task) -> bool:
-        """Count a failed send; past MAX_ATTEMPTS the outcome is given up, not retried forever."""
-        if task.delivery_attempts + 1 >= MAX_ATTEMPTS:
-            log.error("task %s: giving up delivery after %d attempts", task.id, MAX_ATTEMPTS)
-            await self._service.mark_undeliverable(task)
+            log.warning(
+                "task %s: piece %d timed out; recorded as possibly delivered", task.id, index + 1
+            )
+            await self._outbox.part_sent(task, index + 1, timed_out=True)
         else:
-            await self._count_attempt(task)
-        return False
+            await self._outbox.part_sent(task, index + 1)
+        task.delivered_parts = index + 1
+
+    async def _send_pieces(self, task: Task, sends: list[Send]) -> None:
+        for index in range(task.delivered_parts, len(sends)):
+            await self._send_piece(task, index, sends[index])
+
+    # --- payloads ---------------------------------------------------------------------------
 
     def _markup(self, task: Task) -> InlineKeyboardMarkup | None:
         if task.retry_count >= self._service.max_retries:
             return None
         return retry_markup(task.id)
 
+    @staticmethod
+    def _reply(task: Task) -> ReplyParameters:
+        return ReplyParameters(message_id=task.request_message_id, allow_sending_without_reply=True)
+
     async def _send_outcome(self, task: Task) -> None:
-        reply = ReplyParameters(
-            message_id=task.request_message_id, allow_sending_without_reply=True
-        )
         if task.state == TaskState.COMPLETED and task.result_text:
-            await self._send_text_result(task, task.result_text, reply)
-            return
-        await self._bot.send_message(
-            task.chat_id,
-            texts.failure(task, self._reason(task)),
-            parse_mode=None,
-            reply_parameters=reply,
-            reply_markup=self._markup(task),
+            await self._send_pieces(task, self._text_sends(task, task.result_text))
+        else:
+            await self._send_pieces(task, [self._failure_send(task)])
+
+    def _failure_send(self, task: Task) -> Send:
+        level = task.payload_level
+        text = texts.failure(task, self._reason(task) if level == 0 else None)
+        return self._message(
+            task,
+            text,
+            reply=self._reply(task) if level == 0 else None,
+            markup=self._markup(task) if level < LAST_PAYLOAD_LEVEL else None,
         )
 
-    async def _send_text_result(self, task: Task, text: str, reply: ReplyParameters) -> None:
+    def _text_sends(self, task: Task, text: str) -> list[Send]:
+        """The sends of a text result, at the task's payload level.
+
+        Level 0 is what the user should see. After a refusal, what is left (the pieces of level
+        0 not yet sent) goes as a document without a reply (level 1), then as small plain
+        messages (level 2). delivered_parts always counts level-0 pieces, so a changed payload
+        never repeats what the user already has.
+        """
         full = f"{texts.result_header(task)}\n\n{text}"
         pieces = [piece.strip() for piece in split_text(full) if piece.strip()]
-        if len(pieces) <= self._max_text_messages:
-            for index, piece in enumerate(pieces):
-                last = index == len(pieces) - 1
-                await self._bot.send_message(
-                    task.chat_id,
+        as_document = len(pieces) > self._policy.max_text_messages
+        if task.payload_level == 0:
+            if as_document:
+                return [self._document(task, text, reply=self._reply(task))]
+            return [
+                self._message(
+                    task,
                     piece,
-                    parse_mode=None,
-                    reply_parameters=reply if index == 0 else None,
-                    reply_markup=self._markup(task) if last else None,
+                    reply=self._reply(task) if index == 0 else None,
+                    markup=self._markup(task) if index == len(pieces) - 1 else None,
                 )
-            return
+                for index, piece in enumerate(pieces)
+            ]
+        units = 1 if as_document else len(pieces)
+        rest = text if as_document else "\n\n".join(pieces[task.delivered_parts :])
+        sends: list[Send] = [_already_sent] * min(task.delivered_parts, units)
+        if task.payload_level == 1:
+            remaining: Send = self._document(task, rest, reply=None)
+        else:
+            remaining = self._small_messages(task, rest)
+        sends.append(remaining)
+        return sends + [_already_sent] * max(0, units - len(sends))
+
+    def _message(
+        self,
+        task: Task,
+        text: str,
+        *,
+        reply: ReplyParameters | None,
+        markup: InlineKeyboardMarkup | None = None,
+    ) -> Send:
+        async def send() -> Message:
+            return await self._bot.send_message(
+                task.chat_id,
+                text,
+                parse_mode=None,
+                reply_parameters=reply,
+                reply_markup=markup,
+            )
+
+        return send
+
+    def _document(self, task: Task, text: str, *, reply: ReplyParameters | None) -> Send:
         caption_room = CAPTION_LIMIT - utf16_len(texts.document_caption(task, ""))
-        await self._bot.send_document(
-            task.chat_id,
-            document=text.encode("utf-8"),
-            filename=f"task-{task.id}.txt",
-            caption=texts.document_caption(task, preview(text, min(caption_room, 600))),
-            parse_mode=None,
-            reply_parameters=reply,
-            reply_markup=self._markup(task),
-        )
+        caption = texts.document_caption(task, preview(text, min(caption_room, 600)))
+
+        async def send() -> Message:
+            return await self._bot.send_document(
+                task.chat_id,
+                document=text.encode("utf-8"),
+                filename=f"task-{task.id}.txt",
+                caption=caption if reply is not None else f"Task #{task.id}",
+                parse_mode=None,
+                reply_parameters=reply,
+                reply_markup=self._markup(task),
+            )
+
+        return send
+
+    def _small_messages(self, task: Task, text: str) -> Send:
+        pieces = [piece for piece in split_text(text, SMALL_PIECE) if piece.strip()]
+
+        async def send() -> None:
+            for piece in pieces:
+                await self._bot.send_message(task.chat_id, piece, parse_mode=None)
+
+        return send
 
     def _reason(self, task: Task) -> str | None:
         detail = (task.error_detail or "").strip()
@@ -178,6 +420,50 @@ class DeliveryLoop:
         if any(secret in detail for secret in self._secrets):
             return None
         return detail
+
+    # --- progress ---------------------------------------------------------------------------
+
+    async def show_progress(self) -> int:
+        """Edit acknowledgements to show new progress, at most one edit per interval per task."""
+        edited = 0
+        done: set[int] = set()
+        for task in await self._outbox.progress_to_show(
+            self._policy.progress_edit_interval, PROGRESS_BATCH
+        ):
+            if task.id in done or self._stopping.is_set():
+                continue
+            siblings = await self._outbox.tasks_acknowledged_by(task) or [task]
+            done.update(sibling.id for sibling in siblings)
+            if await self._edit_progress(task, siblings):
+                edited += 1
+        return edited
+
+    async def _edit_progress(self, task: Task, siblings: list[Task]) -> bool:
+        assert task.ack_message_id is not None
+        try:
+            await self._pace(task.chat_id)
+            await self._bot.edit_message_text(
+                texts.accepted_with_progress(siblings),
+                chat_id=task.chat_id,
+                message_id=task.ack_message_id,
+                parse_mode=None,
+            )
+        except RetryAfter as exc:
+            self._pause(exc)
+            return False  # shown at the next scan
+        except _Stopping:
+            return False
+        except TelegramError as exc:
+            # Progress is a courtesy: whatever went wrong ("not modified", a deleted message,
+            # a network fault), do not hammer Telegram about it; the next change tries again.
+            log.info("task %s: progress not shown: %s", task.id, exc)
+        for sibling in siblings:
+            await self._outbox.progress_shown(sibling, sibling.progress)
+        return True
+
+
+async def _already_sent() -> None:
+    """A piece of the outcome that the user already has."""
 
 
 def _seconds(value: object) -> float:

@@ -22,18 +22,18 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Contex
 
 from bot import texts
 from bot.config import Settings
-from bot.delivery import DeliveryLoop
+from bot.delivery import DeliveryLoop, DeliveryPolicy
 from bot.handlers import Handlers
 from bot.updates import PerChatUpdateProcessor
 from coze import CozeWorkflowClient
 from storage import DatabaseOpenError, open_database, ping
-from tasks import TaskService
+from tasks import Reconciler, StartPolicy, TaskService
 from webhook import HEALTH_CHECK, TASK_SERVICE, create_app
 from webhook.app import CALLBACK_PATH
 
 log = logging.getLogger(__name__)
 
-DELIVERY_GRACE_SECONDS = 5.0
+LOOP_GRACE_SECONDS = 5.0
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 COMMANDS = [
     BotCommand("help", "How to use this bot"),
@@ -100,11 +100,27 @@ def _task_service(settings: Settings, public_url: str) -> CleanupContext:
             callback_secret=settings.server.callback_secret.get_secret_value(),
             max_retries=settings.tasks.max_retries,
             timeout_seconds=settings.tasks.timeout_seconds,
+            reconcile_after_seconds=settings.tasks.reconcile_after_seconds,
+            max_check_interval_seconds=settings.tasks.max_check_interval_seconds,
+            start_policy=StartPolicy(
+                attempts=settings.coze.start_attempts,
+                backoff_seconds=settings.coze.start_backoff_seconds,
+            ),
+        )
+        reconciler = Reconciler(
+            coze,
+            service,
+            scan_interval=settings.tasks.scan_interval_seconds,
+            rate_per_second=settings.coze.history_checks_per_second,
+            max_concurrent=settings.coze.max_concurrent_history_checks,
         )
         app[TASK_SERVICE] = service
+        reconciling = asyncio.create_task(reconciler.run(), name="reconciler")
         try:
             yield
         finally:
+            reconciler.stop()
+            await _wait_or_cancel(reconciling, LOOP_GRACE_SECONDS)
             await service.close()
             await coze.aclose()
 
@@ -116,7 +132,13 @@ def build_application(settings: Settings, service: TaskService) -> Application: 
         ApplicationBuilder()
         .token(settings.telegram.token.get_secret_value())
         .base_url(settings.telegram.api_base_url)
-        .rate_limiter(AIORateLimiter(max_retries=2))
+        .rate_limiter(
+            AIORateLimiter(
+                overall_max_rate=settings.telegram.max_requests_per_second, max_retries=2
+            )
+        )
+        .read_timeout(settings.telegram.request_timeout_seconds)
+        .write_timeout(settings.telegram.request_timeout_seconds)
         .concurrent_updates(PerChatUpdateProcessor(max_concurrent_updates=64))
         .build()
     )
@@ -172,11 +194,7 @@ def _telegram(settings: Settings) -> CleanupContext:
             await application.start()
             stack.push_async_callback(application.stop)
             delivery = DeliveryLoop(
-                application.bot,
-                service,
-                max_text_messages=settings.delivery.max_text_messages,
-                scan_interval=settings.delivery.scan_interval_seconds,
-                secrets=secrets_of(settings),
+                application.bot, service, delivery_policy(settings), secrets=secrets_of(settings)
             )
             delivery_task = asyncio.create_task(delivery.run(), name="delivery-loop")
             stack.push_async_callback(_stop_delivery, delivery, delivery_task)
@@ -197,10 +215,27 @@ def _telegram(settings: Settings) -> CleanupContext:
     return telegram
 
 
+def delivery_policy(settings: Settings) -> DeliveryPolicy:
+    delivery = settings.delivery
+    return DeliveryPolicy(
+        max_text_messages=delivery.max_text_messages,
+        scan_interval=delivery.scan_interval_seconds,
+        messages_per_second=delivery.max_messages_per_second,
+        per_chat_interval=delivery.per_chat_interval_seconds,
+        retry_backoff=delivery.retry_backoff_seconds,
+        max_attempts=delivery.max_attempts,
+        progress_edit_interval=delivery.progress_edit_interval_seconds,
+    )
+
+
 async def _stop_delivery(delivery: DeliveryLoop, task: asyncio.Task[None]) -> None:
-    """Let the send under way finish; past the grace period, stop (the outbox keeps the rest)."""
+    """Let the sends under way finish; past the grace period, stop (the outbox keeps the rest)."""
     delivery.stop()
-    _, pending = await asyncio.wait({task}, timeout=DELIVERY_GRACE_SECONDS)
+    await _wait_or_cancel(task, LOOP_GRACE_SECONDS)
+
+
+async def _wait_or_cancel(task: asyncio.Task[None], grace: float) -> None:
+    _, pending = await asyncio.wait({task}, timeout=grace)
     for still_running in pending:
         still_running.cancel()
     await asyncio.gather(task, return_exceptions=True)

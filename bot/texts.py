@@ -84,6 +84,17 @@ def accepted(tasks: list[Task], skipped: int) -> str:
     return text
 
 
+def accepted_with_progress(tasks: list[Task]) -> str:
+    """The acknowledgement, edited to show how far each task has come."""
+    lines = [accepted(tasks, 0), ""]
+    for task in tasks:
+        if task.state == TaskState.PROCESSING:
+            lines.append(f"#{task.id}: {task.progress}% done")
+        else:
+            lines.append(f"#{task.id}: {STATE_WORDS[task.state]}")
+    return "\n".join(lines)
+
+
 def result_header(task: Task) -> str:
     return f"Task #{task.id} - text of {task.input_url}"
 

@@ -24,6 +24,20 @@ QUOTA_CODES = frozenset({4008, 4011})
 PLAN_CODES = frozenset({6003})
 
 
+# What the operator has to change when Coze refuses a call for good (logged, never shown to users).
+OPERATOR_HINTS = {
+    4000: "Coze rejected the run's parameters: check that coze.url_parameter names the "
+    "workflow's input parameter",
+    4008: "the Coze account reached its daily limit: wait for the reset or raise the plan",
+    4011: "the Coze account's balance is too low: top it up",
+    4100: "coze.token (COZE_API_TOKEN) is invalid or expired: create a new personal access token",
+    4101: "the Coze token lacks a permission: give it the workflow run and listRunHistory "
+    "permissions",
+    4200: "the workflow is not found or not published: check coze.workflow_id and publish it",
+    6003: "async workflow runs need a paid Coze plan: upgrade the plan",
+}
+
+
 def callback_token(secret: str, run_id: str) -> str:
     """The token a run's callback must echo: hex(HMAC-SHA256(secret, run_id))."""
     return hmac.new(secret.encode(), run_id.encode(), hashlib.sha256).hexdigest()
@@ -49,6 +63,15 @@ class CozeCallError(Exception):
         self.code = code
         # For the operator's log: code, message and logid (never the token).
         self.detail = detail
+
+    @property
+    def operator_hint(self) -> str:
+        """What the operator should do about this error, in one sentence."""
+        if self.code in OPERATOR_HINTS:
+            return OPERATOR_HINTS[self.code]
+        if self.transient:
+            return "Coze is busy or unreachable: nothing to change if it passes"
+        return "unexpected Coze error: look it up with the logid"
 
 
 def classify(exc: BaseException) -> CozeCallError:

@@ -11,6 +11,11 @@ Errors are ``{"code":N,"msg":"..."}`` (cozepy raises ``CozeAPIError(N)``); every
 an ``X-Tt-Logid`` header. After a run's ``outcome.duration`` the run becomes Success/Fail and the
 workflow's last node, an HTTP request node, POSTs the callback of the architecture's "Callback
 contract" to ``parameters["callback_url"]``, retrying like Coze's node does (3 retries by default).
+
+Fault injection: queued faults (``fail_next_start``, ``drop_next_start_connection``,
+``fail_next_history``), random ones through the ``start_fault`` / ``history_fault`` hooks
+(a ``CozeFault`` or None per call), and per-run callback behaviour through ``WorkflowOutcome``
+(``callback="lose"``, ``callback_delay``, ``duplicates``).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from simulators.base import SimulatorServer
 
 __all__ = [
     "FAIL_ERROR_CODE",
+    "CozeFault",
     "FakeCoze",
     "FakeRun",
     "WorkflowOutcome",
@@ -60,6 +66,13 @@ class WorkflowOutcome:
     error_code: int = 0  # Coze's error_code on Fail (e.g. 720701013)
     error_message: str = ""  # on Fail
     duration: float = 0.05  # seconds the run takes before it completes
+    # The workflow's HTTP request node for this run: "send" POSTs the callbacks as configured,
+    # "lose" never reaches us (no progress, no final callback; run history is unaffected).
+    callback: Literal["send", "lose"] = "send"
+    # Seconds between the run completing (history shows Success/Fail) and the final callback.
+    callback_delay: float = 0.0
+    # Extra copies of the final callback for this run; None = FakeCoze.callback_duplicates.
+    duplicates: int | None = None
 
 
 @dataclass
@@ -83,11 +96,20 @@ class FakeRun:
     finished: bool = False  # the run completed and all its callbacks were attempted
 
 
-@dataclass
-class _InjectedError:
+@dataclass(frozen=True)
+class CozeFault:
+    """An error answered instead of a start or run_histories call (no run is created).
+
+    `code > 0`: the JSON body `{"code":code,"msg":msg}` with `http_status`; `code <= 0`: a
+    non-JSON body (an HTML page for 5xx, plain text otherwise), which cozepy turns into
+    `CozeAPIError(code=http_status)`. `drop_connection=True`: the connection is closed without
+    any reply (the other fields are ignored), which httpx raises as `RemoteProtocolError`.
+    """
+
     code: int
     msg: str
-    http_status: int
+    http_status: int = 200
+    drop_connection: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,8 +242,15 @@ class FakeCoze(SimulatorServer):
         self.history_calls = 0
         self.start_calls = 0  # every POST /v1/workflow/run received, faults included
         self._rng = random.Random(seed)
-        self._start_faults: deque[_InjectedError | None] = deque()  # None = drop the connection
-        self._history_faults: deque[_InjectedError] = deque()
+        # Random faults: called for every start (with the run request's `parameters`) or
+        # run_histories call (with the execute_id) that has no queued fault; a CozeFault
+        # returned is answered instead of the call, None lets the call through.
+        self.start_fault: Callable[[dict[str, Any]], CozeFault | None] | None = None
+        self.history_fault: Callable[[str], CozeFault | None] | None = None
+        self.injected_start_faults = 0  # faults returned by `start_fault`
+        self.injected_history_faults = 0  # faults returned by `history_fault`
+        self._start_faults: deque[CozeFault] = deque()
+        self._history_faults: deque[CozeFault] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
 
@@ -283,19 +312,19 @@ class FakeCoze(SimulatorServer):
         cozepy turns into `CozeAPIError(code=http_status)`.
         """
         for _ in range(count):
-            self._start_faults.append(_InjectedError(code, msg, http_status))
+            self._start_faults.append(CozeFault(code, msg, http_status))
 
     def drop_next_start_connection(self, count: int = 1) -> None:
         """The next `count` start calls get their connection closed without any reply."""
         for _ in range(count):
-            self._start_faults.append(None)
+            self._start_faults.append(CozeFault(0, "", drop_connection=True))
 
     def fail_next_history(
         self, code: int, msg: str, *, http_status: int = 200, count: int = 1
     ) -> None:
         """Like `fail_next_start`, for the run_histories endpoint."""
         for _ in range(count):
-            self._history_faults.append(_InjectedError(code, msg, http_status))
+            self._history_faults.append(CozeFault(code, msg, http_status))
 
     # ---- helpers ------------------------------------------------------------------------
 
@@ -327,7 +356,21 @@ class FakeCoze(SimulatorServer):
     def _error(self, code: int, msg: str, logid: str, status: int = 200) -> web.Response:
         return self._json({"code": code, "msg": msg, "detail": {"logid": logid}}, logid, status)
 
-    def _injected(self, fault: _InjectedError, logid: str) -> web.Response:
+    @staticmethod
+    async def _request_parameters(request: web.Request) -> dict[str, Any]:
+        """The body's `parameters` object (a copy), or {} when there is none."""
+        try:
+            body = await request.json()  # aiohttp caches the body: the handler reads it again
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return {}
+        parameters = body.get("parameters") if isinstance(body, dict) else None
+        return dict(parameters) if isinstance(parameters, dict) else {}
+
+    def _injected(self, fault: CozeFault, logid: str, request: web.Request) -> web.Response:
+        if fault.drop_connection:
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)  # never reaches the client
         if fault.code > 0:
             return self._error(fault.code, fault.msg, logid, fault.http_status)
         headers = {"X-Tt-Logid": logid}
@@ -356,14 +399,16 @@ class FakeCoze(SimulatorServer):
     async def _handle_run(self, request: web.Request) -> web.StreamResponse:
         self.start_calls += 1
         logid = self._new_logid()
+        fault: CozeFault | None = None
         if self._start_faults:
             fault = self._start_faults.popleft()
+        elif self.start_fault is not None:
+            fault = self.start_fault(await self._request_parameters(request))
+            if fault is not None:
+                self.injected_start_faults += 1
+        if fault is not None:
             await self.notify()
-            if fault is None:
-                if request.transport is not None:
-                    request.transport.close()
-                return web.Response(status=500)  # never reaches the client
-            return self._injected(fault, logid)
+            return self._injected(fault, logid, request)
         if not self._authorized(request):
             return self._unauthorized(logid)
         try:
@@ -436,14 +481,21 @@ class FakeCoze(SimulatorServer):
 
     async def _handle_history(self, request: web.Request) -> web.Response:
         self.history_calls += 1
-        await self.notify()
         logid = self._new_logid()
-        if self._history_faults:
-            return self._injected(self._history_faults.popleft(), logid)
-        if not self._authorized(request):
-            return self._unauthorized(logid)
         workflow_id = request.match_info["workflow_id"]
         execute_id = request.match_info["execute_id"]
+        fault: CozeFault | None = None
+        if self._history_faults:
+            fault = self._history_faults.popleft()
+        elif self.history_fault is not None:
+            fault = self.history_fault(execute_id)
+            if fault is not None:
+                self.injected_history_faults += 1
+        await self.notify()
+        if fault is not None:
+            return self._injected(fault, logid, request)
+        if not self._authorized(request):
+            return self._unauthorized(logid)
         if workflow_id != self.workflow_id:
             return self._error(4200, f"workflow not found or not published: {workflow_id}", logid)
         run = self.runs.get(execute_id)
@@ -501,19 +553,26 @@ class FakeCoze(SimulatorServer):
 
     async def _execute(self, run: FakeRun) -> None:
         loop = asyncio.get_running_loop()
-        duration = max(0.0, run.outcome.duration)
+        outcome = run.outcome
+        duration = max(0.0, outcome.duration)
         deadline = loop.time() + duration
-        if self.callbacks_enabled and self.send_progress:
+        send = self.callbacks_enabled and outcome.callback == "send"
+        if send and self.send_progress:
             await asyncio.sleep(duration / 2)
             await self._deliver(run, self._callback_body(run, final=False))
         await asyncio.sleep(max(0.0, deadline - loop.time()))
-        run.status = run.outcome.status
+        run.status = outcome.status
         run.updated_at = time.time()
         await self.notify()
-        if self.callbacks_enabled:
+        if send:
+            if outcome.callback_delay > 0:
+                await asyncio.sleep(outcome.callback_delay)
             body = self._callback_body(run, final=True)
             if await self._deliver(run, body):
-                for _ in range(self.callback_duplicates):
+                duplicates = outcome.duplicates
+                if duplicates is None:
+                    duplicates = self.callback_duplicates
+                for _ in range(duplicates):
                     await self._post_once(run, body)
         run.finished = True
         await self.notify()

@@ -19,7 +19,10 @@ What it models, with Telegram's own error texts:
   units; the HTML parse mode for the bot's own messages, with Telegram's "can't parse entities"
   errors (MarkdownV2 and Markdown are not implemented: they get a 400 that says so);
 - fault injection: ``fail_next`` (an error reply instead of the call) and ``delay_next`` (the call
-  is performed, then the reply is held, so a client timeout leaves the message delivered).
+  is performed, then the reply is held, so a client timeout leaves the message delivered), and
+  ``fault_hook`` for random faults (a ``TelegramFault`` or ``TelegramDelay`` per call). A client
+  that disconnects during a held reply changes nothing: aiohttp does not cancel the handler
+  (``handler_cancellation`` is off by default), so the call completes and is stored.
 """
 
 from __future__ import annotations
@@ -46,7 +49,15 @@ from aiohttp import web
 
 from simulators.base import SimulatorServer
 
-__all__ = ["FakeTelegram", "SentMessage", "UploadedFile", "find_entities", "utf16_len"]
+__all__ = [
+    "FakeTelegram",
+    "SentMessage",
+    "TelegramDelay",
+    "TelegramFault",
+    "UploadedFile",
+    "find_entities",
+    "utf16_len",
+]
 
 JSONDict = dict[str, Any]
 
@@ -133,6 +144,10 @@ _METHODS = (
     "deleteMyCommands",
 )
 _CANONICAL = {name.lower(): name for name in _METHODS}
+# Methods `fault_hook` never applies to (lower-case): start-up, polling and callback answers.
+_HOOK_EXEMPT = frozenset(
+    {"getupdates", "getme", "deletewebhook", "setmycommands", "answercallbackquery"}
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,6 +182,27 @@ class SentMessage:
                 if isinstance(button, dict) and "callback_data" in button:
                     result.append((str(button.get("text")), str(button["callback_data"])))
         return result
+
+
+@dataclass(frozen=True)
+class TelegramFault:
+    """From `FakeTelegram.fault_hook`: answer this error instead of performing the call."""
+
+    status: int
+    description: str
+    retry_after: int | None = None
+
+
+@dataclass(frozen=True)
+class TelegramDelay:
+    """From `FakeTelegram.fault_hook`: hold the reply `seconds` (as `delay_next` does).
+
+    With `before=False` the call is performed first, then the reply is held (a client that
+    times out has still sent the message); `before=True` holds it before performing it.
+    """
+
+    seconds: float
+    before: bool = False
 
 
 @dataclass
@@ -1037,6 +1073,15 @@ class FakeTelegram(SimulatorServer):
         self.callback_query_ttl: float | None = 15.0  # Telegram refuses late answers
         self.webhook_retry_delay: float = 0.05  # first back-off after a failed webhook delivery
         self.webhook_timeout: float = 10.0
+        # Random faults: called as fault_hook(method_lower, params) for each call with no
+        # queued fail_next/delay_next, except getUpdates, getMe, deleteWebhook, setMyCommands
+        # and answerCallbackQuery; None lets the call through unchanged.
+        self.fault_hook: (
+            Callable[[str, dict[str, Any]], TelegramFault | TelegramDelay | None] | None
+        ) = None
+        self.injected_faults: dict[str, int] = {}  # TelegramFaults from fault_hook, per method
+        self.injected_delays: dict[str, int] = {}  # TelegramDelays from fault_hook, per method
+        self.held_replies = 0  # replies being held right now (delay_next or TelegramDelay)
         # state
         self._chats: dict[int, _Chat] = {}
         self._blocked: set[int] = set()
@@ -1312,20 +1357,41 @@ class FakeTelegram(SimulatorServer):
         if handler is None:
             return self._error(404, "Not Found")
 
-        fault = self._take(self._faults, name)
+        fault: _Fault | TelegramFault | None = self._take(self._faults, name)
+        delay: _Delay | TelegramDelay | None = None
+        if fault is None:
+            delay = self._take(self._delays, name)
+        if fault is None and delay is None and self.fault_hook is not None:
+            lowered = name.lower()
+            if lowered not in _HOOK_EXEMPT:
+                injected = self.fault_hook(lowered, dict(params))
+                if isinstance(injected, TelegramFault):
+                    fault = injected
+                    self.injected_faults[lowered] = self.injected_faults.get(lowered, 0) + 1
+                elif isinstance(injected, TelegramDelay):
+                    delay = injected
+                    self.injected_delays[lowered] = self.injected_delays.get(lowered, 0) + 1
         if fault is not None:
             return self._error(fault.status, fault.description, fault.retry_after)
-        delay = self._take(self._delays, name)
         if delay is not None and delay.before:
-            await self._sleep(delay.seconds)
+            await self._hold(delay.seconds)
         try:
             result = await handler(params)
             response = web.json_response({"ok": True, "result": result})
         except _ApiError as exc:
             response = self._error(exc.status, exc.description, exc.retry_after)
         if delay is not None and not delay.before:
-            await self._sleep(delay.seconds)
+            await self._hold(delay.seconds)
         return response
+
+    async def _hold(self, seconds: float) -> None:
+        """Hold a reply; the handler runs to the end even if the client goes away meanwhile."""
+        self.held_replies += 1
+        try:
+            await self._sleep(seconds)
+        finally:
+            self.held_replies -= 1
+            self._state_changed()
 
     @staticmethod
     def _take(table: dict[str, deque[Any]], name: str) -> Any:

@@ -11,7 +11,8 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import Enum
 
-from tortoise.expressions import F
+from tortoise.expressions import F, Q
+from tortoise.queryset import QuerySet
 from tortoise.timezone import now
 from tortoise.transactions import in_transaction
 
@@ -29,7 +30,13 @@ async def upsert_user(user_id: int, first_name: str, username: str | None) -> Us
 
 
 async def create_task(
-    *, user_id: int, chat_id: int, request_message_id: int, input_url: str, run_id: str
+    *,
+    user_id: int,
+    chat_id: int,
+    request_message_id: int,
+    input_url: str,
+    run_id: str,
+    expires_at: dt.datetime | None = None,
 ) -> Task:
     """Store a new task (state pending) and its first run id, before Coze is called."""
     (task,) = await create_tasks(
@@ -37,14 +44,23 @@ async def create_task(
         chat_id=chat_id,
         request_message_id=request_message_id,
         links=[(input_url, run_id)],
+        expires_at=expires_at,
     )
     return task
 
 
 async def create_tasks(
-    *, user_id: int, chat_id: int, request_message_id: int, links: list[tuple[str, str]]
+    *,
+    user_id: int,
+    chat_id: int,
+    request_message_id: int,
+    links: list[tuple[str, str]],
+    expires_at: dt.datetime | None = None,
 ) -> list[Task]:
-    """Store one pending task per (link, run id) of one message, all or none."""
+    """Store one pending task per (link, run id) of one message, all or none.
+
+    `expires_at` is the deadline: past it an unfinished task becomes `timeout`.
+    """
     tasks = []
     async with in_transaction():
         for input_url, run_id in links:
@@ -54,6 +70,7 @@ async def create_tasks(
                 request_message_id=request_message_id,
                 input_url=input_url,
                 run_id=run_id,
+                expires_at=expires_at,
             )
             await TaskRun.create(run_id=run_id, task_id=task.id)
             tasks.append(task)
@@ -65,7 +82,7 @@ async def set_ack_message(task_id: int, message_id: int) -> None:
 
 
 async def mark_started(
-    *, task_id: int, run_id: str, execute_id: str, expires_at: dt.datetime
+    *, task_id: int, run_id: str, execute_id: str, next_check_at: dt.datetime
 ) -> bool:
     """pending -> processing for this run; False if the run is no longer current and pending.
 
@@ -76,7 +93,7 @@ async def mark_started(
         await TaskRun.filter(run_id=run_id).update(execute_id=execute_id)
         await Task.filter(id=task_id, run_id=run_id).update(execute_id=execute_id)
         updated = await Task.filter(id=task_id, run_id=run_id, state=TaskState.PENDING).update(
-            state=TaskState.PROCESSING, started_at=now(), expires_at=expires_at
+            state=TaskState.PROCESSING, started_at=now(), next_check_at=next_check_at, checks=0
         )
     return updated == 1
 
@@ -122,7 +139,15 @@ async def apply_outcome(run_id: str, outcome: Outcome, *, via_callback: bool) ->
             "error_detail": None if outcome.succeeded else outcome.error_detail,
             "progress": 100 if outcome.succeeded else task.progress,
             "completed_at": stamp,
+            "next_check_at": None,
+            # A late outcome after a timeout notice is a new delivery from its first piece.
             "notification_sent": False,
+            "undeliverable": False,
+            "delivery_attempts": 0,
+            "delivered_parts": 0,
+            "payload_level": 0,
+            "deliver_after": None,
+            "send_started_at": None,
         }
         if via_callback:
             values["callback_received"] = True
@@ -164,7 +189,7 @@ class RetryDecision:
 
 
 async def begin_retry(
-    *, task_id: int, user_id: int, new_run_id: str, max_retries: int
+    *, task_id: int, user_id: int, new_run_id: str, max_retries: int, expires_at: dt.datetime
 ) -> RetryDecision:
     """finished -> pending with a new run id, if the user owns the task and has retries left."""
     async with in_transaction():
@@ -185,8 +210,18 @@ async def begin_retry(
             delivery_attempts=0,
             started_at=None,
             completed_at=None,
-            expires_at=None,
+            expires_at=expires_at,
             notified_at=None,
+            next_check_at=None,
+            checks=0,
+            delivered_parts=0,
+            payload_level=0,
+            deliver_after=None,
+            send_started_at=None,
+            send_timed_out=False,
+            resent_after_crash=False,
+            progress_shown=0,
+            progress_edited_at=None,
         )
         if updated == 1:
             await TaskRun.create(run_id=new_run_id, task_id=task_id)
@@ -200,38 +235,192 @@ async def begin_retry(
     return RetryDecision(task, RetryRefusal.BUSY)
 
 
+async def due_for_check(moment: dt.datetime, limit: int) -> list[Task]:
+    """Running tasks with no callback whose next run-history check is due, most overdue first.
+
+    A task whose callback has arrived is never here: the callback settled it.
+    """
+    return (
+        await Task.filter(
+            state=TaskState.PROCESSING,
+            callback_received=False,
+            execute_id__isnull=False,
+            next_check_at__lte=moment,
+        )
+        .order_by("next_check_at", "id")
+        .limit(limit)
+    )
+
+
+async def schedule_check(*, task_id: int, run_id: str, next_check_at: dt.datetime) -> None:
+    """Count a check of this run that settled nothing, and when to look again."""
+    await Task.filter(id=task_id, run_id=run_id, state=TaskState.PROCESSING).update(
+        checks=F("checks") + 1, next_check_at=next_check_at
+    )
+
+
+async def next_check_due() -> dt.datetime | None:
+    """When the earliest scheduled run-history check is due (None when none is scheduled)."""
+    task = (
+        await Task.filter(
+            state=TaskState.PROCESSING, callback_received=False, next_check_at__isnull=False
+        )
+        .order_by("next_check_at")
+        .first()
+    )
+    return task.next_check_at if task is not None else None
+
+
+async def expire_overdue(moment: dt.datetime) -> list[Task]:
+    """pending/processing -> timeout for tasks past their deadline; the tasks expired.
+
+    The outcome (a timeout notice) awaits delivery like any other. The run's own outcome may
+    still arrive later and is then applied (TIMEOUT is an open state).
+    """
+    expired = []
+    overdue = await Task.filter(
+        state__in=(TaskState.PENDING, TaskState.PROCESSING), expires_at__lte=moment
+    ).order_by("id")
+    for task in overdue:
+        updated = await Task.filter(
+            id=task.id, run_id=task.run_id, state__in=(TaskState.PENDING, TaskState.PROCESSING)
+        ).update(
+            state=TaskState.TIMEOUT,
+            completed_at=moment,
+            next_check_at=None,
+            error_kind=None,
+            error_detail=None,
+            notification_sent=False,
+        )
+        if updated == 1:
+            expired.append(task)
+    return expired
+
+
 async def pending_tasks() -> list[Task]:
     """Tasks stored but never started (e.g. left by a crash), oldest first."""
     return await Task.filter(state=TaskState.PENDING).order_by("id")
 
 
-async def undelivered_outcomes(limit: int) -> list[Task]:
-    """Settled tasks whose outcome the user has not been sent yet, oldest first."""
+async def undelivered_outcomes(moment: dt.datetime, limit: int) -> list[Task]:
+    """Settled tasks whose outcome the user has not been sent yet and that are not backing off
+    after a failed send, oldest first."""
     return (
-        await Task.filter(state__in=FINISHED_STATES, notification_sent=False, undeliverable=False)
+        await Task.filter(
+            Q(deliver_after__isnull=True) | Q(deliver_after__lte=moment),
+            state__in=FINISHED_STATES,
+            notification_sent=False,
+            undeliverable=False,
+        )
         .order_by("completed_at", "id")
         .limit(limit)
     )
 
 
+async def next_delivery_due() -> dt.datetime | None:
+    """The earliest time an outcome backing off after a failed send is due again."""
+    task = (
+        await Task.filter(
+            state__in=FINISHED_STATES,
+            notification_sent=False,
+            undeliverable=False,
+            deliver_after__isnull=False,
+        )
+        .order_by("deliver_after")
+        .first()
+    )
+    return task.deliver_after if task is not None else None
+
+
+def _undelivered(task_id: int, run_id: str) -> QuerySet[Task]:
+    # Only this attempt's outcome, and only while it is still waiting for delivery.
+    return Task.filter(
+        id=task_id,
+        run_id=run_id,
+        state__in=FINISHED_STATES,
+        notification_sent=False,
+        undeliverable=False,
+    )
+
+
+async def claim_outcome(task_id: int, run_id: str) -> Task | None:
+    """This attempt's outcome, fresh from the database, if it still awaits delivery."""
+    return await _undelivered(task_id, run_id).first()
+
+
+async def mark_in_flight(task_id: int, run_id: str) -> None:
+    """A request carrying (part of) the outcome is about to leave; cleared when it ends."""
+    await _undelivered(task_id, run_id).update(send_started_at=now())
+
+
+async def mark_resent_after_crash(task_id: int, run_id: str) -> None:
+    """A send was in flight when the process died: the user may see this text twice."""
+    await _undelivered(task_id, run_id).update(resent_after_crash=True)
+
+
+async def part_sent(task_id: int, run_id: str, parts: int, *, timed_out: bool = False) -> None:
+    """`parts` pieces of the outcome are sent (or, timed out, possibly sent): never resend them."""
+    values: dict[str, object] = {"delivered_parts": parts, "send_started_at": None}
+    if timed_out:
+        values["send_timed_out"] = True
+    await _undelivered(task_id, run_id).update(**values)
+
+
 async def mark_delivered(task_id: int, run_id: str) -> bool:
     """Record that this attempt's outcome reached the user (only that attempt's)."""
-    updated = await Task.filter(id=task_id, run_id=run_id, notification_sent=False).update(
-        notification_sent=True, notified_at=now(), delivery_attempts=F("delivery_attempts") + 1
+    updated = await _undelivered(task_id, run_id).update(
+        notification_sent=True,
+        notified_at=now(),
+        send_started_at=None,
+        deliver_after=None,
+        delivery_attempts=F("delivery_attempts") + 1,
     )
     return updated == 1
 
 
 async def mark_undeliverable(task_id: int, run_id: str) -> bool:
-    updated = await Task.filter(id=task_id, run_id=run_id, notification_sent=False).update(
-        undeliverable=True, delivery_attempts=F("delivery_attempts") + 1
+    updated = await _undelivered(task_id, run_id).update(
+        undeliverable=True, send_started_at=None, delivery_attempts=F("delivery_attempts") + 1
     )
     return updated == 1
 
 
-async def count_delivery_attempt(task_id: int, run_id: str) -> None:
+async def defer_delivery(task_id: int, run_id: str, until: dt.datetime) -> None:
+    """A send failed (network fault, Telegram error): count it and try again after `until`."""
+    await _undelivered(task_id, run_id).update(
+        deliver_after=until, send_started_at=None, delivery_attempts=F("delivery_attempts") + 1
+    )
+
+
+async def change_payload(task_id: int, run_id: str, level: int) -> None:
+    """Telegram refused the payload (BadRequest): the next send uses payload `level`."""
+    await _undelivered(task_id, run_id).update(
+        payload_level=level, send_started_at=None, delivery_attempts=F("delivery_attempts") + 1
+    )
+
+
+async def end_send(task_id: int, run_id: str) -> None:
+    """The send in flight ended without settling the delivery (e.g. a RetryAfter)."""
+    await Task.filter(id=task_id, run_id=run_id).update(send_started_at=None)
+
+
+async def progress_to_show(moment: dt.datetime, limit: int) -> list[Task]:
+    """Running tasks whose acknowledgement shows older progress and may be edited now."""
+    return (
+        await Task.filter(
+            Q(progress_edited_at__isnull=True) | Q(progress_edited_at__lte=moment),
+            state=TaskState.PROCESSING,
+            ack_message_id__isnull=False,
+            progress__gt=F("progress_shown"),
+        )
+        .order_by("id")
+        .limit(limit)
+    )
+
+
+async def mark_progress_shown(task_id: int, run_id: str, progress: int) -> None:
     await Task.filter(id=task_id, run_id=run_id).update(
-        delivery_attempts=F("delivery_attempts") + 1
+        progress_shown=progress, progress_edited_at=now()
     )
 
 
@@ -245,3 +434,14 @@ async def get_user_task(user_id: int, task_id: int) -> Task | None:
 
 async def recent_tasks(user_id: int, limit: int) -> list[Task]:
     return await Task.filter(user_id=user_id).order_by("-id").limit(limit)
+
+
+async def tasks_with_ack(chat_id: int, ack_message_id: int | None) -> list[Task]:
+    if ack_message_id is None:
+        return []
+    return await Task.filter(chat_id=chat_id, ack_message_id=ack_message_id).order_by("id")
+
+
+async def is_pending_run(task_id: int, run_id: str) -> bool:
+    """True while `run_id` is the task's current attempt and it has not been started."""
+    return await Task.exists(id=task_id, run_id=run_id, state=TaskState.PENDING)

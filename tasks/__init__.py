@@ -1,11 +1,15 @@
 """The task logic: what happens to a link from the moment it is accepted until its outcome."""
 
+from tasks.outbox import Outbox
+from tasks.reconciler import Reconciler
 from tasks.service import (
     CallbackReceipt,
     CallbackReport,
     FailureKind,
+    StartPolicy,
     TaskService,
     UserInfo,
+    WorkflowClient,
     WorkflowStarter,
 )
 
@@ -13,7 +17,11 @@ __all__ = [
     "CallbackReceipt",
     "CallbackReport",
     "FailureKind",
+    "Outbox",
+    "Reconciler",
+    "StartPolicy",
     "TaskService",
     "UserInfo",
+    "WorkflowClient",
     "WorkflowStarter",
 ]

@@ -18,9 +18,10 @@ from typing import Any, Literal, Protocol
 
 from tortoise.timezone import now
 
-from coze import CozeCallError, StartedRun, callback_token
+from coze import CozeCallError, RunHistory, RunStatus, StartedRun, callback_token
 from storage import Task, User, repository
 from storage.repository import ApplyResult, Outcome, RetryDecision
+from tasks.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,22 @@ class FailureKind(StrEnum):
 
 class WorkflowStarter(Protocol):
     async def start(self, link: str, run_id: str) -> StartedRun: ...
+
+
+class WorkflowClient(WorkflowStarter, Protocol):
+    async def run_history(self, execute_id: str) -> RunHistory: ...
+
+
+@dataclass(frozen=True)
+class StartPolicy:
+    """How transient start failures are retried: `attempts` tries in all, pauses doubling."""
+
+    attempts: int = 4
+    backoff_seconds: float = 2.0
+
+    def pause_before(self, attempt: int) -> float:
+        """The pause before try number `attempt` (2, 3, ...)."""
+        return float(self.backoff_seconds * 2 ** (attempt - 2))
 
 
 @dataclass(frozen=True)
@@ -65,6 +82,26 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
+def outcome_of_history(history: RunHistory) -> Outcome:
+    """A finished run's history as the outcome a callback would have brought."""
+    if history.status is RunStatus.SUCCESS:
+        if history.text.strip():
+            return Outcome(succeeded=True, text=history.text)
+        return Outcome(
+            succeeded=False,
+            error_kind=FailureKind.NO_TEXT.value,
+            error_detail="the workflow returned no text",
+        )
+    # Coze's own message is kept as the detail; the user reads it only when it is a plain
+    # sentence (bot.delivery decides), next to the words for a failed workflow.
+    message = history.error_message.strip()
+    return Outcome(
+        succeeded=False,
+        error_kind=FailureKind.WORKFLOW_FAILED.value,
+        error_detail=message or f"the workflow failed (Coze error {history.error_code})",
+    )
+
+
 class TaskService:
     def __init__(
         self,
@@ -72,14 +109,22 @@ class TaskService:
         *,
         callback_secret: str,
         max_retries: int,
-        timeout_seconds: int,
+        timeout_seconds: float,
+        reconcile_after_seconds: float = 120.0,
+        max_check_interval_seconds: float = 600.0,
+        start_policy: StartPolicy | None = None,
     ) -> None:
         self._starter = starter
         self._callback_secret = callback_secret
         self.max_retries = max_retries
         self._timeout = dt.timedelta(seconds=timeout_seconds)
-        # Set whenever an outcome is stored that awaits delivery; the delivery loop waits on it.
-        self.outcome_ready = asyncio.Event()
+        self._reconcile_after = dt.timedelta(seconds=reconcile_after_seconds)
+        self._max_check_interval = dt.timedelta(seconds=max_check_interval_seconds)
+        self._start_policy = start_policy or StartPolicy()
+        # Set whenever something awaits sending (an outcome, or progress to show); the
+        # delivery loop waits on it.
+        self.outbox_ready = asyncio.Event()
+        self.outbox = Outbox()
         self._background: set[asyncio.Task[None]] = set()
 
     # --- accepting links ---------------------------------------------------------------------
@@ -94,6 +139,7 @@ class TaskService:
             chat_id=chat_id,
             request_message_id=message_id,
             links=[(link, new_run_id()) for link in links],
+            expires_at=now() + self._timeout,
         )
 
     async def set_ack_message(self, task: Task, message_id: int) -> None:
@@ -111,20 +157,55 @@ class TaskService:
         return len(pending)
 
     async def _start(self, task_id: int, run_id: str, link: str) -> None:
-        try:
-            run = await self._starter.start(link, run_id)
-        except CozeCallError as exc:
-            log.warning("task %s: could not start the Coze run: %s", task_id, exc.detail)
-            if await repository.fail_start(
-                task_id=task_id, run_id=run_id, error_kind=exc.kind.value, error_detail=exc.detail
-            ):
-                self.outcome_ready.set()
+        policy = self._start_policy
+        for attempt in range(1, policy.attempts + 1):
+            if attempt > 1:
+                await asyncio.sleep(policy.pause_before(attempt))
+                if not await repository.is_pending_run(task_id, run_id):
+                    log.info("task %s: no longer pending (timed out?), not starting", task_id)
+                    return
+            try:
+                run = await self._starter.start(link, run_id)
+            except CozeCallError as exc:
+                if exc.transient and attempt < policy.attempts:
+                    log.warning(
+                        "task %s: could not start the Coze run (try %d of %d), trying again "
+                        "in %.1f s: %s",
+                        task_id,
+                        attempt,
+                        policy.attempts,
+                        policy.pause_before(attempt + 1),
+                        exc.detail,
+                    )
+                    continue
+                await self._start_failed(task_id, run_id, exc, attempt)
+                return
+            await self._started(task_id, run_id, run)
             return
+
+    async def _start_failed(
+        self, task_id: int, run_id: str, exc: CozeCallError, attempts: int
+    ) -> None:
+        # The user is told in words (texts.FAILURE_WORDS[kind]); the operator reads what to fix.
+        log.error(
+            "task %s: could not start the Coze run after %d tr%s: %s. Operator: %s",
+            task_id,
+            attempts,
+            "y" if attempts == 1 else "ies",
+            exc.detail,
+            exc.operator_hint,
+        )
+        if await repository.fail_start(
+            task_id=task_id, run_id=run_id, error_kind=exc.kind.value, error_detail=exc.detail
+        ):
+            self.outbox_ready.set()
+
+    async def _started(self, task_id: int, run_id: str, run: StartedRun) -> None:
         started = await repository.mark_started(
             task_id=task_id,
             run_id=run_id,
             execute_id=run.execute_id,
-            expires_at=now() + self._timeout,
+            next_check_at=now() + self._reconcile_after,
         )
         log.info(
             "task %s: run %s started (execute_id %s)%s",
@@ -142,16 +223,48 @@ class TaskService:
             return CallbackReceipt.BAD_TOKEN
         if report.status == "processing":
             result = await repository.update_progress(report.run_id, report.progress or 0)
+            if result is ApplyResult.APPLIED:
+                self.outbox_ready.set()
         else:
             result = await repository.apply_outcome(
                 report.run_id, self._outcome_of(report), via_callback=True
             )
             if result is ApplyResult.APPLIED:
-                self.outcome_ready.set()
+                self.outbox_ready.set()
         log.info("callback for run %s (%s): %s", report.run_id, report.status, result.value)
         if result is ApplyResult.UNKNOWN:
             return CallbackReceipt.UNKNOWN_RUN
         return CallbackReceipt.ACCEPTED
+
+    async def settle_from_history(self, task: Task, history: RunHistory) -> ApplyResult:
+        """Apply what Coze's run history says, through the same transition as a callback."""
+        result = await repository.apply_outcome(
+            task.run_id, outcome_of_history(history), via_callback=False
+        )
+        if result is ApplyResult.APPLIED:
+            self.outbox_ready.set()
+        return result
+
+    async def check_later(self, task: Task) -> None:
+        """The run is still going: look again later, each pause twice the last."""
+        pause = self._reconcile_after * 2 ** min(task.checks + 1, 20)
+        pause = min(pause, self._max_check_interval)
+        await repository.schedule_check(
+            task_id=task.id, run_id=task.run_id, next_check_at=now() + pause
+        )
+
+    async def expire_overdue(self) -> list[Task]:
+        """Time out tasks past their deadline; their users are told (with Retry)."""
+        expired = await repository.expire_overdue(now())
+        for task in expired:
+            log.warning(
+                "task %s: no outcome within the deadline (state was %s): timed out",
+                task.id,
+                task.state,
+            )
+        if expired:
+            self.outbox_ready.set()
+        return expired
 
     @staticmethod
     def _outcome_of(report: CallbackReport) -> Outcome:
@@ -178,6 +291,7 @@ class TaskService:
             user_id=user_id,
             new_run_id=new_run_id(),
             max_retries=self.max_retries,
+            expires_at=now() + self._timeout,
         )
         if decision.refusal is None and decision.task is not None:
             self.start_all([decision.task])
@@ -193,18 +307,6 @@ class TaskService:
 
     async def recent_tasks(self, user_id: int, limit: int = 10) -> list[Task]:
         return await repository.recent_tasks(user_id, limit)
-
-    async def undelivered(self, limit: int) -> list[Task]:
-        return await repository.undelivered_outcomes(limit)
-
-    async def mark_delivered(self, task: Task) -> bool:
-        return await repository.mark_delivered(task.id, task.run_id)
-
-    async def mark_undeliverable(self, task: Task) -> bool:
-        return await repository.mark_undeliverable(task.id, task.run_id)
-
-    async def count_delivery_attempt(self, task: Task) -> None:
-        await repository.count_delivery_attempt(task.id, task.run_id)
 
     # --- lifecycle ---------------------------------------------------------------------------
 

@@ -26,10 +26,26 @@ SHARE_TEXT = (
 )
 
 
+TEST_PAUSES: dict[str, dict[str, Any]] = {
+    "coze": {"start_backoff_seconds": 0.05},
+    "tasks": {"scan_interval_seconds": 0.1},
+    "delivery": {
+        "per_chat_interval_seconds": 0.0,
+        "retry_backoff_seconds": 0.05,
+        "progress_edit_interval_seconds": 0.0,
+    },
+}
+
+
 def make_settings(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, **sections: dict[str, Any]
+    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, /, **sections: dict[str, Any]
 ) -> Settings:
+    """Settings for a bot on these simulators; `sections` override keys (e.g. tasks={...})."""
     raw: dict[str, Any] = bot_settings(telegram, coze, tmp_path, callback_secret=CALLBACK_SECRET)
+    # Pauses scaled down so that a test of a retry or a backoff takes a fraction of a second;
+    # tests of pacing itself set their own.
+    for section, values in TEST_PAUSES.items():
+        raw.setdefault(section, {}).update(values)
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values)
     return Settings.model_validate(raw)

@@ -82,7 +82,7 @@ async def test_a_callback_that_overtakes_the_start_reply_still_settles_the_task(
 
     assert await repository.apply_outcome("r1", outcome, via_callback=True) is ApplyResult.APPLIED
     started = await repository.mark_started(
-        task_id=task.id, run_id="r1", execute_id="7400", expires_at=task.created_at
+        task_id=task.id, run_id="r1", execute_id="7400", next_check_at=task.created_at
     )
 
     assert started is False  # the state stays completed ...

@@ -124,7 +124,13 @@ async def test_racing_retries_in_the_database_grant_exactly_one(bot: RunningBot)
 
     decisions = await asyncio.gather(
         *(
-            repository.begin_retry(task_id=task.id, user_id=USER, new_run_id=f"r{i}", max_retries=2)
+            repository.begin_retry(
+                task_id=task.id,
+                user_id=USER,
+                new_run_id=f"r{i}",
+                max_retries=2,
+                expires_at=task.created_at,
+            )
             for i in range(1, 6)
         )
     )

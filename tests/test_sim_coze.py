@@ -21,7 +21,7 @@ from cozepy import (
 )
 from cozepy.request import AsyncHTTPClient
 
-from simulators.coze import FakeCoze, WorkflowOutcome, default_outcome_for
+from simulators.coze import CozeFault, FakeCoze, WorkflowOutcome, default_outcome_for
 
 TOKEN = "pat_test_token"
 WORKFLOW_ID = "7400000000000000001"
@@ -401,6 +401,81 @@ async def test_dropped_connection_is_an_httpx_error(fake, receiver, clients):
     assert fake.start_calls == 3
 
 
+@pytest.mark.asyncio
+async def test_start_fault_hook(fake, receiver, clients):
+    seen: list[dict[str, Any]] = []
+    faults = {
+        "busy": CozeFault(4009, "system busy"),
+        "gateway": CozeFault(0, "Bad Gateway", http_status=502),
+        "drop": CozeFault(0, "", drop_connection=True),
+    }
+
+    def hook(parameters: dict[str, Any]) -> CozeFault | None:
+        seen.append(parameters)
+        return faults.get(parameters["task_id"])
+
+    fake.start_fault = hook
+    coze = clients(fake.base_url)
+
+    async def start(task: str) -> str:
+        run = await coze.workflows.runs.create(
+            workflow_id=WORKFLOW_ID, parameters=params(receiver.url, task=task), is_async=True
+        )
+        return str(run.execute_id)
+
+    with pytest.raises(CozeAPIError) as err:
+        await start("busy")
+    assert (err.value.code, err.value.msg) == (4009, "system busy")
+    with pytest.raises(CozeAPIError) as err:
+        await start("gateway")
+    assert err.value.code == 502
+    with pytest.raises(httpx.RemoteProtocolError):
+        await start("drop")
+    fake.fail_next_start(4020, "rate limit exceeded")  # a queued fault wins: no hook call
+    with pytest.raises(CozeAPIError) as err:
+        await start("queued")
+    assert err.value.code == 4020
+    execute_id = await start("ok")
+    assert list(fake.runs) == [execute_id]
+    assert [p["task_id"] for p in seen] == ["busy", "gateway", "drop", "ok"]
+    assert seen[0] == params(receiver.url, task="busy")
+    assert fake.injected_start_faults == 3
+    assert fake.start_calls == 5
+
+
+@pytest.mark.asyncio
+async def test_history_fault_hook(make_fake, receiver, clients):
+    fake = await make_fake(callbacks_enabled=False)
+    coze = clients(fake.base_url)
+    run = await coze.workflows.runs.create(
+        workflow_id=WORKFLOW_ID, parameters=params(receiver.url), is_async=True
+    )
+    faults = [
+        CozeFault(5000, "internal error", http_status=500),
+        CozeFault(0, "", drop_connection=True),
+    ]
+    seen: list[str] = []
+
+    def hook(execute_id: str) -> CozeFault | None:
+        seen.append(execute_id)
+        return faults.pop(0) if faults else None
+
+    fake.history_fault = hook
+    with pytest.raises(CozeAPIError) as err:
+        await history(coze, run.execute_id)
+    assert err.value.code == 5000
+    with pytest.raises(httpx.RemoteProtocolError):
+        await history(coze, run.execute_id)
+    fake.fail_next_history(4009, "system busy")  # a queued fault wins: no hook call
+    with pytest.raises(CozeAPIError):
+        await history(coze, run.execute_id)
+    hist = await history(coze, run.execute_id)
+    assert hist.execute_id == run.execute_id
+    assert seen == [run.execute_id] * 3
+    assert fake.injected_history_faults == 2
+    assert fake.history_calls == 4
+
+
 # ---- the HTTP callback node ------------------------------------------------------------------
 
 
@@ -497,6 +572,56 @@ async def test_callbacks_disabled_history_still_succeeds(make_fake, receiver, cl
     assert parse_output(hist.output)["text"] == default_outcome_for(params("")["url"]).text
     assert receiver.bodies == []
     assert fake.runs[run.execute_id].callback_replies == []
+
+
+@pytest.mark.asyncio
+async def test_outcome_callback_lose(make_fake, receiver, clients):
+    fake = await make_fake(send_progress=True, callback_duplicates=2)
+    fake.outcome_for = lambda url: WorkflowOutcome(text="lost", callback="lose")
+    coze = clients(fake.base_url)
+    run = await coze.workflows.runs.create(
+        workflow_id=WORKFLOW_ID, parameters=params(receiver.url), is_async=True
+    )
+    await fake.drain()
+    assert fake.runs[run.execute_id].finished
+    hist = await history(coze, run.execute_id)
+    assert hist.execute_status == WorkflowExecuteStatus.SUCCESS
+    assert parse_output(hist.output) == {"text": "lost"}
+    assert receiver.bodies == []  # neither the progress nor the final callback
+    assert fake.runs[run.execute_id].callback_replies == []
+
+
+@pytest.mark.asyncio
+async def test_outcome_callback_delay_sends_a_late_callback(fake, receiver, clients):
+    fake.outcome_for = lambda url: WorkflowOutcome(text="late", duration=0.02, callback_delay=0.3)
+    coze = clients(fake.base_url)
+    run = await coze.workflows.runs.create(
+        workflow_id=WORKFLOW_ID, parameters=params(receiver.url), is_async=True
+    )
+    stored = fake.runs[run.execute_id]
+    await fake.wait_for(lambda: stored.status == "Success", timeout=2)
+    await asyncio.sleep(0.15)
+    assert receiver.bodies == []  # the run is over in history, the callback is not here yet
+    assert (await history(coze, run.execute_id)).execute_status == WorkflowExecuteStatus.SUCCESS
+    await fake.drain()
+    assert [(b["status"], b["text"]) for b in receiver.bodies] == [("success", "late")]
+    assert stored.callback_replies == [200]
+
+
+@pytest.mark.asyncio
+async def test_outcome_duplicates_override(make_fake, receiver, clients):
+    fake = await make_fake(callback_duplicates=1)
+    per_url = {"https://x.test/none": 0, "https://x.test/three": 2}
+    fake.outcome_for = lambda url: WorkflowOutcome(text=url, duplicates=per_url.get(url))
+    coze = clients(fake.base_url)
+    for task, link in [("a", "https://x.test/none"), ("b", "https://x.test/three"), ("c", "x")]:
+        await coze.workflows.runs.create(
+            workflow_id=WORKFLOW_ID, parameters=params(receiver.url, link, task), is_async=True
+        )
+    await fake.drain()
+    counts = {task: len(fake.runs_for_task(task)[0].callback_replies) for task in "abc"}
+    assert counts == {"a": 1, "b": 3, "c": 2}  # c: None falls back to callback_duplicates=1
+    assert sorted(b["task_id"] for b in receiver.bodies) == ["a", "b", "b", "b", "c", "c"]
 
 
 @pytest.mark.asyncio

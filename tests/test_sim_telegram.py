@@ -14,9 +14,25 @@ import pytest_asyncio
 import telegram
 from aiohttp import web
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, MessageEntity, ReplyParameters
-from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, RetryAfter, TimedOut
+from telegram.error import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TimedOut,
+)
 
-from simulators.telegram import FakeTelegram, SentMessage, UploadedFile, find_entities, utf16_len
+from simulators.telegram import (
+    FakeTelegram,
+    SentMessage,
+    TelegramDelay,
+    TelegramFault,
+    UploadedFile,
+    find_entities,
+    utf16_len,
+)
 
 USER = 42
 DOUYIN_SHARE = (
@@ -317,6 +333,100 @@ async def test_delay_next_times_out_the_client_but_delivers(
         await bot.send_message(USER, "slow", read_timeout=0.2)
     assert time.monotonic() - started < 0.9
     assert [m.text for m in tg.messages(USER)] == ["slow"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
+async def test_fault_hook_fault_is_answered_and_counted(
+    tg: FakeTelegram, bot: telegram.Bot
+) -> None:
+    tg.user_sends(USER, "hi")
+    seen: list[tuple[str, object]] = []
+    faults = [TelegramFault(429, "Too Many Requests: retry after 2", retry_after=2)]
+
+    def hook(method: str, params: dict[str, object]) -> TelegramFault | TelegramDelay | None:
+        seen.append((method, params.get("text")))
+        return faults.pop(0) if faults else None
+
+    tg.fault_hook = hook
+    with pytest.raises(RetryAfter) as caught:
+        await bot.send_message(USER, "first")
+    assert seconds(caught.value.retry_after) == 2
+    await bot.send_message(USER, "second")
+    tg.fail_next("sendMessage", status=403, description="Forbidden: user is deactivated")
+    with pytest.raises(Forbidden):  # a queued fault wins; the hook is not consulted
+        await bot.send_message(USER, "third")
+    assert [m.text for m in tg.messages(USER)] == ["second"]  # the faulted call was not performed
+    assert seen == [("sendmessage", "first"), ("sendmessage", "second")]
+    assert tg.injected_faults == {"sendmessage": 1}
+    assert tg.injected_delays == {}
+
+
+@pytest.mark.asyncio
+async def test_fault_hook_spares_reliable_methods(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    seen: list[str] = []
+
+    def hook(method: str, params: dict[str, object]) -> TelegramFault:
+        seen.append(method)
+        return TelegramFault(500, "Internal Server Error")
+
+    tg.user_sends(USER, "hi")
+    await bot.send_message(USER, "pick", reply_markup=keyboard(("Retry", "retry:1")))
+    [sent] = tg.messages(USER)
+    query_id = tg.user_presses(USER, sent, "retry:1")
+    tg.fault_hook = hook
+    await bot.get_me()
+    await bot.delete_webhook()
+    await bot.set_my_commands([("start", "Start")])
+    updates = await bot.get_updates(timeout=0)
+    assert len(updates) == 2
+    assert await bot.answer_callback_query(query_id, text="ok")
+    with pytest.raises(NetworkError, match="Internal Server Error"):
+        await bot.send_chat_action(USER, "typing")
+    assert seen == ["sendchataction"]
+    assert tg.injected_faults == {"sendchataction": 1}
+
+
+@pytest.mark.asyncio
+async def test_fault_hook_delay_after_stores_the_message(
+    tg: FakeTelegram, bot: telegram.Bot
+) -> None:
+    tg.user_sends(USER, "hi")
+    tg.fault_hook = lambda method, params: TelegramDelay(0.3) if method == "sendmessage" else None
+    with pytest.raises(TimedOut):
+        await bot.send_message(USER, "slow", read_timeout=0.1)
+    assert [m.text for m in tg.messages(USER)] == ["slow"]  # stored before the reply was held
+    assert tg.held_replies == 1
+    assert tg.injected_delays == {"sendmessage": 1} and tg.injected_faults == {}
+    await tg.wait_for(lambda: tg.held_replies == 0, timeout=2)
+
+
+@pytest.mark.asyncio
+async def test_client_gone_during_held_reply_is_harmless(
+    tg: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    tg.user_sends(USER, "hi")
+    tg.fault_hook = lambda method, params: (
+        TelegramDelay(0.3, before=True) if params.get("text") == "late" else None
+    )
+    url = f"{tg.api_base_url}{tg.token}/sendMessage"
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(TimeoutError):
+            async with http.post(
+                url,
+                json={"chat_id": USER, "text": "late"},
+                timeout=aiohttp.ClientTimeout(total=0.05),
+            ):
+                pass
+        assert tg.messages(USER) == []  # still held before the call is performed
+        # The handler is not cancelled by the disconnect (aiohttp's handler_cancellation is
+        # off): the call completes after the hold and the message is stored.
+        await tg.wait_for(lambda: tg.held_replies == 0, timeout=2)
+        assert [m.text for m in tg.messages(USER)] == ["late"]
+        async with http.post(url, json={"chat_id": USER, "text": "next"}) as response:
+            assert response.status == 200
+    assert [m.text for m in tg.messages(USER)] == ["late", "next"]
+    assert not [r for r in caplog.records if r.levelno >= 40]
 
 
 # ------------------------------------------------------------------ edits

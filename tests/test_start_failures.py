@@ -1,49 +1,45 @@
-"""A run that cannot be started: the user is told in words, with Retry, and nothing hangs."""
+"""A run that cannot be started: passing trouble is tried again, lasting trouble is told at once
+in words, with Retry; the operator's log says what to fix; nothing hangs."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
-from bot.runtime import RunningBot
+from bot.config import Settings
+from bot.runtime import running_bot
 from simulators.coze import FakeCoze
 from storage import Task, TaskState
-from tests.conftest import Conversation, delivered
+from tests.conftest import Conversation, delivered, make_settings, settled
 
 pytestmark = pytest.mark.asyncio
 
 
 @pytest.mark.parametrize(
-    ("code", "http_status", "kind", "words"),
+    ("code", "http_status", "kind", "words", "hint"),
     [
-        (6003, 200, "coze_plan", "plan does not allow this"),
-        (4100, 401, "coze_config", "not set up correctly"),
-        (4200, 200, "coze_config", "not set up correctly"),
-        (4011, 200, "coze_quota", "used up its quota"),
-        (4009, 200, "coze_busy", "busy right now"),
-        (0, 502, "coze_busy", "busy right now"),
+        (6003, 200, "coze_plan", "plan does not allow this", "paid Coze plan"),
+        (4100, 401, "coze_config", "not set up correctly", "coze.token"),
+        (4101, 200, "coze_config", "not set up correctly", "permission"),
+        (4200, 200, "coze_config", "not set up correctly", "coze.workflow_id"),
+        (4011, 200, "coze_quota", "used up its quota", "top it up"),
     ],
-    ids=[
-        "6003-free-plan",
-        "4100-bad-token",
-        "4200-unpublished",
-        "4011-balance",
-        "4009-busy",
-        "502",
-    ],
+    ids=["6003-free-plan", "4100-bad-token", "4101-no-permission", "4200-unpublished", "4011"],
 )
-async def test_a_refused_start_is_reported_with_retry(
-    bot: RunningBot,
+async def test_a_lasting_refusal_fails_at_once_and_tells_user_and_operator(
+    bot: object,
     chat: Conversation,
     coze: FakeCoze,
     code: int,
     http_status: int,
     kind: str,
     words: str,
+    hint: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    coze.fail_next_start(code, "refused by the test", http_status=http_status)
+    coze.fail_next_start(code, "refused by the test", http_status=http_status, count=5)
     caplog.set_level(logging.WARNING, logger="tasks")
 
     chat.send("https://v.douyin.com/refused/")
@@ -56,19 +52,75 @@ async def test_a_refused_start_is_reported_with_retry(
     assert failure.buttons() == [("Retry", "retry:1")]
     task = await Task.get(id=1)
     assert task.state == TaskState.FAILED and task.error_kind == kind
-    # The operator's log says what Coze said.
-    assert any("refused by the test" in record.getMessage() for record in caplog.records)
+    assert coze.start_calls == 1  # not tried again: it cannot work until someone fixes it
+    # The operator's log says what Coze said and what to change.
+    (error,) = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert "refused by the test" in error.getMessage() and hint in error.getMessage()
 
 
-async def test_a_network_fault_at_start_is_reported_and_retry_then_works(
-    bot: RunningBot, chat: Conversation, coze: FakeCoze
+@pytest.mark.parametrize(
+    ("code", "http_status"),
+    [(4009, 200), (4013, 200), (4020, 200), (5000, 200), (0, 429), (0, 502), (0, 503)],
+    ids=["4009-busy", "4013-model", "4020-rpm", "5000-internal", "http-429", "502", "503"],
+)
+async def test_passing_trouble_at_start_is_tried_again_and_the_text_arrives(
+    bot: object, chat: Conversation, coze: FakeCoze, code: int, http_status: int
+) -> None:
+    coze.fail_next_start(code, "busy, says the test", http_status=http_status, count=2)
+
+    chat.send("https://v.douyin.com/busy/")
+    await delivered()
+
+    _, result = chat.messages
+    assert result.text is not None and result.text.startswith("Task #1 - text of")
+    assert coze.start_calls == 3
+    assert len(coze.runs) == 1
+
+
+async def test_a_dropped_connection_at_start_is_tried_again(
+    bot: object, chat: Conversation, coze: FakeCoze
 ) -> None:
     coze.drop_next_start_connection()
     chat.send("https://v.douyin.com/netfault/")
     await delivered()
-    _, failure = chat.messages
-    assert failure.text is not None and "busy right now" in failure.text
+    _, result = chat.messages
+    assert result.text is not None and result.text.startswith("Task #1 - text of")
 
-    await chat.answer_to(chat.press(failure))
-    await chat.wait_for_messages(3)
+
+async def test_trouble_that_outlasts_the_tries_is_reported_and_retry_then_works(
+    settings: Settings, chat: Conversation, coze: FakeCoze
+) -> None:
+    assert settings.coze.start_attempts == 4
+    coze.fail_next_start(4009, "busy, says the test", count=4)
+    async with running_bot(settings):
+        chat.send("https://v.douyin.com/busy/")
+        await delivered()
+        _, failure = chat.messages
+        assert failure.text is not None and "busy right now" in failure.text
+        assert coze.start_calls == 4
+
+        await chat.answer_to(chat.press(failure))
+        await chat.wait_for_messages(3)
     assert chat.messages[2].text is not None and "Task #1 - text of" in chat.messages[2].text
+
+
+async def test_a_task_whose_start_outlasts_its_deadline_times_out(
+    tmp_path: Path, chat: Conversation, coze: FakeCoze
+) -> None:
+    coze.fail_next_start(4009, "busy, says the test", count=100)
+    slow = make_settings(
+        tmp_path,
+        chat.telegram,
+        coze,
+        coze={"start_attempts": 10, "start_backoff_seconds": 0.2},
+        tasks={"timeout_seconds": 0.5},
+    )
+    async with running_bot(slow):
+        chat.send("https://v.douyin.com/busy/")
+        await delivered()
+        await settled(1.0)  # long enough for several more tries, had they gone on
+        assert (await Task.get(id=1)).state == TaskState.TIMEOUT
+    _, notice = chat.messages
+    assert notice.text is not None and "took too long" in notice.text
+    assert notice.buttons() == [("Retry", "retry:1")]
+    assert coze.start_calls <= 3  # it stopped trying once the task was given up

@@ -1,0 +1,65 @@
+"""The outbox: what awaits sending to users, and the bookkeeping of each send.
+
+Outcomes are stored before they are sent; this is the delivery side's view of them. Every
+method names one attempt (task id + run id), so bookkeeping for an attempt that a retry has
+replaced changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from tortoise.timezone import now
+
+from storage import Task, repository
+
+
+class Outbox:
+    async def due(self, limit: int) -> list[Task]:
+        """Outcomes to send now, oldest first (those backing off after a failure wait)."""
+        return await repository.undelivered_outcomes(now(), limit)
+
+    async def next_due(self) -> dt.datetime | None:
+        return await repository.next_delivery_due()
+
+    async def claim(self, task: Task) -> Task | None:
+        """The outcome as stored now, or None when it no longer awaits delivery (e.g. retried).
+
+        A claimed outcome whose `send_started_at` is set was being sent when the process
+        stopped: the caller decides what to do about a possible duplicate.
+        """
+        return await repository.claim_outcome(task.id, task.run_id)
+
+    async def in_flight(self, task: Task) -> None:
+        await repository.mark_in_flight(task.id, task.run_id)
+
+    async def end_send(self, task: Task) -> None:
+        await repository.end_send(task.id, task.run_id)
+
+    async def resent_after_crash(self, task: Task) -> None:
+        await repository.mark_resent_after_crash(task.id, task.run_id)
+
+    async def part_sent(self, task: Task, parts: int, *, timed_out: bool = False) -> None:
+        await repository.part_sent(task.id, task.run_id, parts, timed_out=timed_out)
+
+    async def delivered(self, task: Task) -> bool:
+        return await repository.mark_delivered(task.id, task.run_id)
+
+    async def undeliverable(self, task: Task) -> bool:
+        return await repository.mark_undeliverable(task.id, task.run_id)
+
+    async def defer(self, task: Task, seconds: float) -> None:
+        await repository.defer_delivery(task.id, task.run_id, now() + dt.timedelta(seconds=seconds))
+
+    async def change_payload(self, task: Task, level: int) -> None:
+        await repository.change_payload(task.id, task.run_id, level)
+
+    async def progress_to_show(self, min_interval: float, limit: int) -> list[Task]:
+        return await repository.progress_to_show(now() - dt.timedelta(seconds=min_interval), limit)
+
+    async def progress_shown(self, task: Task, progress: int) -> None:
+        await repository.mark_progress_shown(task.id, task.run_id, progress)
+
+    async def tasks_acknowledged_by(self, task: Task) -> list[Task]:
+        """The tasks that share `task`'s acknowledgement message (one per link of a message)."""
+        return await repository.tasks_with_ack(task.chat_id, task.ack_message_id)

@@ -1,0 +1,134 @@
+"""The reconciler: nothing waits forever on a callback that may never come.
+
+Coze sends no webhook of its own; the workflow's last node calls us, and that call can be
+lost. So, on a timer, this loop
+- times out tasks past their deadline (the user is told, with Retry), and
+- checks runs that have been quiet for `reconcile_after` against Coze's run history, settling
+  them through the same transition as a callback. A run still going is checked again later,
+  each pause twice the last.
+
+Run-history calls spend the same QPS budget as starting runs, so they are few: only tasks whose
+callback has not arrived, at most `max_concurrent` at a time, at most `rate_per_second`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Protocol
+
+from aiolimiter import AsyncLimiter
+from tortoise.timezone import now
+
+from coze import CozeCallError, RunHistory, RunStatus
+from storage import Task, repository
+from storage.repository import ApplyResult
+from tasks.service import TaskService
+
+log = logging.getLogger(__name__)
+
+# "Execution record not found": possibly a record not written yet; the deadline bounds the wait.
+RECORD_NOT_FOUND = 4314
+
+
+class HistoryReader(Protocol):
+    async def run_history(self, execute_id: str) -> RunHistory: ...
+
+
+def rate_limiter(per_second: float) -> AsyncLimiter:
+    """A limiter of `per_second` calls, with no burst above one second's worth."""
+    if per_second >= 1:
+        return AsyncLimiter(per_second, 1.0)
+    return AsyncLimiter(1, 1.0 / per_second)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        history: HistoryReader,
+        service: TaskService,
+        *,
+        scan_interval: float,
+        rate_per_second: float,
+        max_concurrent: int,
+    ) -> None:
+        self._history = history
+        self._service = service
+        self._scan_interval = scan_interval
+        self._limiter = rate_limiter(rate_per_second)
+        self._max_concurrent = max_concurrent
+        self._semaphore = asyncio.Semaphore(max_concurrent)
+        self._stopping = asyncio.Event()
+        self.checks_made = 0
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("reconciliation pass failed; trying again later")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._scan_interval):
+                    await self._stopping.wait()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run_once(self) -> int:
+        """One pass: expire overdue tasks, check the runs that are due; the number settled."""
+        await self._service.expire_overdue()
+        due = await repository.due_for_check(now(), limit=self._max_concurrent * 16)
+        if not due:
+            return 0
+        results = await asyncio.gather(*(self._check(task) for task in due))
+        return sum(results)
+
+    async def _check(self, task: Task) -> bool:
+        if self._stopping.is_set():
+            return False
+        assert task.execute_id is not None
+        async with self._semaphore, self._limiter:
+            if self._stopping.is_set():
+                return False
+            self.checks_made += 1
+            try:
+                history = await self._history.run_history(task.execute_id)
+            except CozeCallError as exc:
+                self._log_failed_check(task, exc)
+                await self._service.check_later(task)
+                return False
+        if history.status is RunStatus.RUNNING:
+            log.info("task %s: run %s still running (check %d)", task.id, task.run_id, task.checks)
+            await self._service.check_later(task)
+            return False
+        if history.status is RunStatus.FAIL:
+            log.warning(
+                "task %s: run %s failed per Coze's run history: error %s: %s",
+                task.id,
+                task.execute_id,
+                history.error_code,
+                history.error_message,
+            )
+        result = await self._service.settle_from_history(task, history)
+        log.info(
+            "task %s: run %s settled from run history (%s): %s",
+            task.id,
+            task.run_id,
+            history.status.value,
+            result.value,
+        )
+        return result is ApplyResult.APPLIED
+
+    @staticmethod
+    def _log_failed_check(task: Task, exc: CozeCallError) -> None:
+        if exc.transient or exc.code == RECORD_NOT_FOUND:
+            log.warning("task %s: no run history yet, looking again later: %s", task.id, exc.detail)
+        else:
+            # The task times out at its deadline; the operator learns what to fix meanwhile.
+            log.error(
+                "task %s: cannot read the run history: %s. Operator: %s",
+                task.id,
+                exc.detail,
+                exc.operator_hint,
+            )
