@@ -25,8 +25,9 @@ import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
+from telegram import InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.error import (
     BadRequest,
     Forbidden,
@@ -35,10 +36,12 @@ from telegram.error import (
     TelegramError,
     TimedOut,
 )
+from telegram.ext import ExtBot
 from tortoise.timezone import now
 
 from bot import texts
 from bot.handlers import retry_markup
+from bot.ratelimit import NO_RETRIES
 from bot.splitting import CAPTION_LIMIT, preview, split_text, utf16_len
 from storage import Task, TaskState
 from tasks import FailureKind, TaskService
@@ -85,7 +88,7 @@ Send = Callable[[], Awaitable[object]]
 class DeliveryLoop:
     def __init__(
         self,
-        bot: Bot,
+        bot: ExtBot[Any],
         service: TaskService,
         policy: DeliveryPolicy,
         *,
@@ -278,7 +281,9 @@ class DeliveryLoop:
             wait = max(self._paused_until, self._chat_ready_at.get(chat_id, 0.0)) - loop.time()
             if wait <= 0:
                 break
-            await asyncio.sleep(wait)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._stopping.wait()
         await self._limiter.acquire()
         self._chat_ready_at[chat_id] = loop.time() + self._policy.per_chat_interval
         if len(self._chat_ready_at) > 10_000:
@@ -357,7 +362,10 @@ class DeliveryLoop:
                 for index, piece in enumerate(pieces)
             ]
         units = 1 if as_document else len(pieces)
-        rest = text if as_document else "\n\n".join(pieces[task.delivered_parts :])
+        if as_document or task.delivered_parts == 0:
+            rest = text
+        else:
+            rest = "\n\n".join(pieces[task.delivered_parts :])
         sends: list[Send] = [_already_sent] * min(task.delivered_parts, units)
         if task.payload_level == 1:
             remaining: Send = self._document(task, rest, reply=None)
@@ -381,6 +389,7 @@ class DeliveryLoop:
                 parse_mode=None,
                 reply_parameters=reply,
                 reply_markup=markup,
+                rate_limit_args=NO_RETRIES,
             )
 
         return send
@@ -398,6 +407,7 @@ class DeliveryLoop:
                 parse_mode=None,
                 reply_parameters=reply,
                 reply_markup=self._markup(task),
+                rate_limit_args=NO_RETRIES,
             )
 
         return send
@@ -407,7 +417,9 @@ class DeliveryLoop:
 
         async def send() -> None:
             for piece in pieces:
-                await self._bot.send_message(task.chat_id, piece, parse_mode=None)
+                await self._bot.send_message(
+                    task.chat_id, piece, parse_mode=None, rate_limit_args=NO_RETRIES
+                )
 
         return send
 
@@ -447,6 +459,7 @@ class DeliveryLoop:
                 chat_id=task.chat_id,
                 message_id=task.ack_message_id,
                 parse_mode=None,
+                rate_limit_args=NO_RETRIES,
             )
         except RetryAfter as exc:
             self._pause(exc)

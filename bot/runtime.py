@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from aiohttp import web
 from telegram import BotCommand, Update
 from telegram.error import InvalidToken, TelegramError
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes
+from telegram.ext import Application, ApplicationBuilder, ContextTypes
 
 from bot import texts
 from bot.config import Settings
 from bot.delivery import DeliveryLoop, DeliveryPolicy
 from bot.handlers import Handlers
+from bot.ratelimit import RateLimiter
 from bot.updates import PerChatUpdateProcessor
 from coze import CozeWorkflowClient
 from storage import DatabaseOpenError, open_database, ping
@@ -133,9 +134,7 @@ def build_application(settings: Settings, service: TaskService) -> Application: 
         .token(settings.telegram.token.get_secret_value())
         .base_url(settings.telegram.api_base_url)
         .rate_limiter(
-            AIORateLimiter(
-                overall_max_rate=settings.telegram.max_requests_per_second, max_retries=2
-            )
+            RateLimiter(overall_max_rate=settings.telegram.max_requests_per_second, max_retries=2)
         )
         .read_timeout(settings.telegram.request_timeout_seconds)
         .write_timeout(settings.telegram.request_timeout_seconds)

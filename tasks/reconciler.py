@@ -37,9 +37,7 @@ class HistoryReader(Protocol):
 
 
 def rate_limiter(per_second: float) -> AsyncLimiter:
-    """A limiter of `per_second` calls, with no burst above one second's worth."""
-    if per_second >= 1:
-        return AsyncLimiter(per_second, 1.0)
+    """At most `per_second` acquisitions per second, evenly spaced: no bursts."""
     return AsyncLimiter(1, 1.0 / per_second)
 
 

@@ -7,6 +7,7 @@ started, and an outcome is stored (awaiting delivery) before anyone is told.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hmac
 import logging
@@ -126,6 +127,7 @@ class TaskService:
         self.outbox_ready = asyncio.Event()
         self.outbox = Outbox()
         self._background: set[asyncio.Task[None]] = set()
+        self._closing = asyncio.Event()
 
     # --- accepting links ---------------------------------------------------------------------
 
@@ -160,7 +162,8 @@ class TaskService:
         policy = self._start_policy
         for attempt in range(1, policy.attempts + 1):
             if attempt > 1:
-                await asyncio.sleep(policy.pause_before(attempt))
+                if await self._closing_within(policy.pause_before(attempt)):
+                    return  # still pending: started again at the next start-up
                 if not await repository.is_pending_run(task_id, run_id):
                     log.info("task %s: no longer pending (timed out?), not starting", task_id)
                     return
@@ -320,8 +323,19 @@ class TaskService:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed", exc_info=task.exception())
 
+    async def _closing_within(self, seconds: float) -> bool:
+        """Wait `seconds`, or less if the service is closing; True if it is closing."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._closing.wait()
+        return self._closing.is_set()
+
     async def close(self, grace_seconds: float = 5.0) -> None:
-        """Let run starts in flight finish; cancel the rest (they stay pending, resumed later)."""
+        """Let run starts in flight finish; cancel the rest (they stay pending, resumed later).
+
+        A start waiting to try again gives up at once: its task stays pending.
+        """
+        self._closing.set()
         if not self._background:
             return
         _, still_running = await asyncio.wait(set(self._background), timeout=grace_seconds)
