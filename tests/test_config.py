@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, load_settings
+from bot.config import ConfigError, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRETS = {
@@ -36,6 +37,15 @@ def test_the_committed_config_has_every_default_and_needs_only_secrets(tmp_path:
     assert settings.storage.database_url == "sqlite://data/bot.sqlite3"
     assert settings.tasks.max_retries == 2
     assert settings.telegram.token.get_secret_value() == "123456:ENV-TOKEN"
+    # Every key is in the file, with the value the code uses when the key is left out.
+    in_file = tomllib.loads(committed)
+    defaults = Settings()
+    for section, model in defaults:
+        assert set(in_file[section]) == set(type(model).model_fields), section
+        secrets = {"token", "callback_secret", "workflow_id"}
+        assert getattr(settings, section).model_dump(exclude=secrets) == model.model_dump(
+            exclude=secrets
+        ), section
 
 
 def test_secrets_from_the_environment_override_the_file(tmp_path: Path) -> None:
