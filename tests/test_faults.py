@@ -80,7 +80,10 @@ async def test_a_running_run_is_checked_again_later_with_growing_pauses(
     bot_with: Callable[..., Any], chat: Conversation, coze: FakeCoze
 ) -> None:
     coze.outcome_for = outcome(callback="lose", duration=1.6)
-    async with bot_with(tasks={"reconcile_after_seconds": 0.1}):
+    # A generous rate limit, so that only the pauses between checks keep their number down.
+    async with bot_with(
+        tasks={"reconcile_after_seconds": 0.1}, coze={"history_checks_per_second": 100.0}
+    ):
         chat.send(LINK)
         await delivered()
     # Checks at about 0.1, 0.3, 0.7, 1.5 and 3.1 s: a handful, not one per scan (every 0.1 s).

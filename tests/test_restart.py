@@ -76,6 +76,7 @@ async def test_stopping_while_telegram_asks_to_wait_keeps_the_outcome_for_the_re
         telegram.fail_next(
             "sendMessage", status=429, description="Too Many Requests", retry_after=30
         )
+
         async def refused() -> bool:
             return len(telegram.calls_of("sendMessage")) == 2
 
