@@ -70,6 +70,7 @@ class DeliverySettings(_Section):
     scan_interval_seconds: float = Field(default=5.0, gt=0)
     max_messages_per_second: float = Field(default=20.0, gt=0)
     per_chat_interval_seconds: float = Field(default=1.0, ge=0)
+    per_chat_burst: int = Field(default=3, ge=1, le=20)
     retry_backoff_seconds: float = Field(default=2.0, ge=0)
     max_attempts: int = Field(default=12, ge=1)
     progress_edit_interval_seconds: float = Field(default=5.0, ge=0)

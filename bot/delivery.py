@@ -4,7 +4,7 @@ It wakes at once when something is stored for sending and also scans on a timer,
 stored before a restart is sent after it. Each chat has its own worker, so one slow or throttled
 chat never holds up another, and one chat's outcomes keep their order. Sends are paced below
 Telegram's limits: `messages_per_second` overall (leaving room under the ~30/s for the bot's
-acknowledgements) and one message per `per_chat_interval` in a chat.
+acknowledgements) and one message per `per_chat_interval` in a chat (after a short burst).
 
 What each Telegram answer means here (shared/docs/telegram.md):
 - RetryAfter: every send waits the time asked, then the same payload is sent again;
@@ -73,9 +73,33 @@ class DeliveryPolicy:
     scan_interval: float = 5.0
     messages_per_second: float = 20.0
     per_chat_interval: float = 1.0
+    per_chat_burst: int = 3
     retry_backoff: float = 2.0
     max_attempts: int = 12
     progress_edit_interval: float = 5.0
+
+
+class ChatPacer:
+    """One message per `interval` seconds per chat on average, with bursts of up to `burst`.
+
+    Telegram asks for about one message per second in a chat and lets short bursts through, so
+    a text of three pieces goes out at once while a chat that keeps getting messages is paced.
+    (The generic cell rate algorithm: one "theoretical arrival time" per chat.)
+    """
+
+    def __init__(self, interval: float, burst: int) -> None:
+        self._interval = interval
+        self._tolerance = interval * (burst - 1)
+        self._next: dict[int, float] = {}
+
+    def wait(self, chat_id: int, moment: float) -> float:
+        """Seconds until the chat may take a message (0 or less: now)."""
+        return self._next.get(chat_id, moment) - self._tolerance - moment
+
+    def take(self, chat_id: int, moment: float) -> None:
+        self._next[chat_id] = max(self._next.get(chat_id, moment), moment) + self._interval
+        if len(self._next) > 10_000:  # forget chats that are free again
+            self._next = {chat: due for chat, due in self._next.items() if due > moment}
 
 
 class _Stopping(Exception):
@@ -102,7 +126,7 @@ class DeliveryLoop:
         self._stopping = asyncio.Event()
         self._limiter = rate_limiter(policy.messages_per_second)
         self._paused_until = 0.0  # loop time before which nothing is sent (RetryAfter)
-        self._chat_ready_at: dict[int, float] = {}
+        self._chats = ChatPacer(policy.per_chat_interval, policy.per_chat_burst)
         self._queues: dict[int, deque[Task]] = {}
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._queued: set[int] = set()
@@ -278,18 +302,15 @@ class DeliveryLoop:
         while True:
             if self._stopping.is_set():
                 raise _Stopping
-            wait = max(self._paused_until, self._chat_ready_at.get(chat_id, 0.0)) - loop.time()
+            moment = loop.time()
+            wait = max(self._paused_until - moment, self._chats.wait(chat_id, moment))
             if wait <= 0:
                 break
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._stopping.wait()
+        self._chats.take(chat_id, loop.time())
         await self._limiter.acquire()
-        self._chat_ready_at[chat_id] = loop.time() + self._policy.per_chat_interval
-        if len(self._chat_ready_at) > 10_000:
-            moment = loop.time()
-            for chat in [c for c, ready in self._chat_ready_at.items() if ready < moment]:
-                del self._chat_ready_at[chat]
 
     async def _send_piece(self, task: Task, index: int, send: Send) -> None:
         """Send piece `index` of the outcome once, and record it as sent."""

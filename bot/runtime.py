@@ -221,6 +221,7 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
         scan_interval=delivery.scan_interval_seconds,
         messages_per_second=delivery.max_messages_per_second,
         per_chat_interval=delivery.per_chat_interval_seconds,
+        per_chat_burst=delivery.per_chat_burst,
         retry_backoff=delivery.retry_backoff_seconds,
         max_attempts=delivery.max_attempts,
         progress_edit_interval=delivery.progress_edit_interval_seconds,

@@ -1,7 +1,8 @@
 """`make bench`: latency, throughput and memory of the whole bot on the simulators.
 
 Two scenarios, in one process (the bot runs in this event loop, as in the tests):
-- one user pasting links one after another: the latency a person sees with no contention;
+- one user pasting links one after another, pausing a second after each text as a person
+  would: the latency a person sees with no contention;
 - a burst of many users pasting at once: latencies under Telegram's ~30 messages/s limit,
   which the bot respects (AIORateLimiter), so the burst is paced by design.
 
@@ -90,6 +91,7 @@ async def scenario(
     *,
     sequential: bool,
     timeout: float,
+    pause: float = 0.0,
 ) -> tuple[str, float]:
     stamps = Stamps()
     watcher = asyncio.create_task(watch(telegram, users, stamps))
@@ -103,6 +105,7 @@ async def scenario(
                 stamps.sent[key] = time.perf_counter()
                 if sequential:
                     await stamps.until(functools.partial(stamps.text.__contains__, key), timeout)
+                    await asyncio.sleep(pause)
         await stamps.until(lambda: len(stamps.text) >= expected, timeout)
     finally:
         watcher.cancel()
@@ -144,6 +147,7 @@ async def run(args: argparse.Namespace) -> None:
                     args.sequential_links,
                     sequential=True,
                     timeout=args.timeout,
+                    pause=args.pause,
                 )
                 burst, _ = await scenario(
                     "burst",
@@ -175,7 +179,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m simulators.bench", description=__doc__)
     parser.add_argument("--users", type=int, default=50, help="users in the burst")
     parser.add_argument("--links-per-user", type=int, default=2)
-    parser.add_argument("--sequential-links", type=int, default=30)
+    parser.add_argument("--sequential-links", type=int, default=20)
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=1.0,
+        help="seconds the one user waits after a text before pasting the next link (the bot "
+        "paces a chat at about one message per second, as Telegram asks)",
+    )
     parser.add_argument("--workflow-seconds", type=float, default=0.2)
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()

@@ -18,6 +18,7 @@ def test_the_benchmark_runs_and_reports_every_figure() -> None:
             "--users=3",
             "--links-per-user=1",
             "--sequential-links=2",
+            "--pause=0.05",
             "--workflow-seconds=0.01",
             "--timeout=30",
         ],

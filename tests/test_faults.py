@@ -335,7 +335,7 @@ async def test_messages_to_one_chat_are_paced(
             stamps.append(time.monotonic())
 
     telegram.fault_hook = record
-    async with bot_with(delivery={"per_chat_interval_seconds": 0.4}):
+    async with bot_with(delivery={"per_chat_interval_seconds": 0.4, "per_chat_burst": 1}):
         chat.send(LINK)
         await delivered()
     assert len(stamps) == 3

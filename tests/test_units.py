@@ -11,6 +11,7 @@ import pytest
 from cozepy import CozeAPIError
 from telegram import Chat, Message, MessageEntity
 
+from bot.delivery import ChatPacer
 from bot.links import links_in, normalize_link
 from bot.splitting import preview, split_text, utf16_len
 from coze import parse_output
@@ -177,3 +178,16 @@ def test_secrets_are_masked_in_log_lines_and_tracebacks() -> None:
     output = stream.getvalue()
     assert "SECRET-TOKEN" not in output
     assert output.count("***") >= 2
+
+
+def test_chat_pacer_lets_a_burst_through_then_paces() -> None:
+    pacer = ChatPacer(interval=1.0, burst=3)
+    for _ in range(3):
+        assert pacer.wait(7, 100.0) <= 0
+        pacer.take(7, 100.0)
+    assert pacer.wait(7, 100.0) == pytest.approx(1.0)  # the fourth waits one interval
+    assert pacer.wait(8, 100.0) <= 0  # another chat is not held up
+    assert pacer.wait(7, 101.0) <= 0
+    pacer.take(7, 101.0)
+    assert pacer.wait(7, 101.0) == pytest.approx(1.0)
+    assert pacer.wait(7, 110.0) <= 0  # after a quiet spell the burst is back
