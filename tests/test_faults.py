@@ -15,13 +15,22 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
-from bot.runtime import running_bot
+from bot.runtime import RunningBot, running_bot
+from coze import callback_token
 from simulators.coze import CozeFault, FakeCoze, WorkflowOutcome
 from simulators.telegram import FakeTelegram, SentMessage, TelegramFault
 from storage import Task, TaskState
-from tests.conftest import Conversation, delivered, eventually, make_settings, settled
+from tests.conftest import (
+    CALLBACK_SECRET,
+    Conversation,
+    delivered,
+    eventually,
+    make_settings,
+    settled,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -33,9 +42,9 @@ def bot_with(tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze) -> Callable
     """Run the bot with some settings changed: `async with bot_with(tasks={...}):`."""
 
     @asynccontextmanager
-    async def run(**sections: dict[str, Any]) -> AsyncIterator[None]:
-        async with running_bot(make_settings(tmp_path, telegram, coze, **sections)):
-            yield
+    async def run(**sections: dict[str, Any]) -> AsyncIterator[RunningBot]:
+        async with running_bot(make_settings(tmp_path, telegram, coze, **sections)) as running:
+            yield running
 
     return run
 
@@ -357,3 +366,45 @@ async def test_progress_is_shown_in_the_acknowledgement(
         assert ack.text is not None and "50% done" in ack.text
         await delivered()
     assert len(telegram.calls_of("editMessageText")) == 1
+
+
+async def test_progress_edits_are_throttled_and_never_repeat_what_is_shown(
+    bot_with: Callable[..., Any], chat: Conversation, coze: FakeCoze, telegram: FakeTelegram
+) -> None:
+    coze.callbacks_enabled = False  # this test plays the workflow's HTTP node itself
+    edits: list[float] = []
+
+    def record(method: str, params: dict[str, Any]) -> None:
+        if method == "editmessagetext":
+            edits.append(time.monotonic())
+
+    telegram.fault_hook = record
+    async with (
+        bot_with(delivery={"progress_edit_interval_seconds": 0.6}) as running,
+        aiohttp.ClientSession() as http,
+    ):
+        chat.send(LINK)
+        await chat.wait_for_messages(1)
+        await coze.wait_for(lambda: len(coze.runs) == 1)
+        task = await task_one()
+
+        async def report(progress: int) -> None:
+            body = {
+                "task_id": task.run_id,
+                "token": callback_token(CALLBACK_SECRET, task.run_id),
+                "status": "processing",
+                "progress": progress,
+            }
+            async with http.post(f"{running.public_url}/webhook/coze", json=body) as response:
+                assert response.status == 200
+
+        await report(10)
+        await chat.wait_until(lambda: "10% done" in (chat.messages[0].text or ""))
+        await report(20)  # within the interval: not shown at once ...
+        await report(30)  # ... and superseded before it could be
+        await chat.wait_until(lambda: "30% done" in (chat.messages[0].text or ""))
+        await report(30)  # the same again: nothing new to show
+        await settled(1.5)  # more than two intervals
+    assert len(edits) == 2  # 10%, then 30% once the interval had passed
+    assert all(later - earlier >= 0.55 for earlier, later in itertools.pairwise(edits))
+    assert chat.messages[0].text is not None and "#1: 30% done" in chat.messages[0].text
