@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from storage import Task, TaskState, User
 
@@ -103,9 +104,39 @@ def document_caption(task: Task, preview: str) -> str:
     return f"Task #{task.id}: the text is long, so here it is as a file.\n\n{preview}"
 
 
+# What a workflow's own failure message usually means, by the words in it (Coze's plugins
+# report in English or Chinese), in words a user understands. The first match wins.
+WORKFLOW_FAILURE_HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"private|permission|forbidden|login|log in|sign in|私密|权限|登录", re.I),
+        "The video is private or needs a login, so it cannot be read.",
+    ),
+    (
+        re.compile(r"not found|404|deleted|removed|no longer|unavailable|不存在|已删除|失效", re.I),
+        "The video was not found. It may have been deleted, or the link is incomplete.",
+    ),
+    (
+        re.compile(r"not supported|unsupported|不支持", re.I),
+        "This site or kind of link is not supported.",
+    ),
+    (
+        re.compile(r"too long|duration|时长", re.I),
+        "The video is too long to be turned into text.",
+    ),
+    (
+        re.compile(r"timed? ?out|超时", re.I),
+        "Reading the video took too long. It may work if you try again.",
+    ),
+)
+
+
 def failure_words(task: Task) -> str:
     if task.state == TaskState.TIMEOUT:
         return FAILURE_WORDS["timeout"]
+    if task.error_kind == "workflow_failed" and task.error_detail:
+        for pattern, words in WORKFLOW_FAILURE_HINTS:
+            if pattern.search(task.error_detail):
+                return words
     return FAILURE_WORDS.get(task.error_kind or "", GENERIC_FAILURE)
 
 

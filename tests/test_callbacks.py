@@ -229,7 +229,7 @@ async def test_a_failed_run_is_told_in_plain_words_with_retry(
     assert await post(http, bot, body) == 200
     _, failure = await chat.wait_for_messages(2)
     assert failure.text is not None
-    assert failure.text.startswith("Task #1 failed: The video could not be turned into text.")
+    assert failure.text.startswith("Task #1 failed: The video was not found.")
     assert "Details: video unavailable" in failure.text
     assert failure.buttons() == [("Retry", "retry:1")]
 

@@ -123,7 +123,7 @@ async def test_a_run_history_failure_is_told_in_words_with_retry(
         task = await task_one()
     _, failure = chat.messages
     assert failure.text is not None
-    assert failure.text.startswith("Task #1 failed: The video could not be turned into text.")
+    assert failure.text.startswith("Task #1 failed: The video was not found.")
     assert "Details: Video unavailable" in failure.text
     assert "720701013" not in failure.text
     assert failure.buttons() == [("Retry", "retry:1")]

@@ -136,7 +136,7 @@ async def test_tasks_and_status_show_the_users_own_tasks(
     (status,) = (await chat.wait_for_messages(6))[5:]
     assert status.text is not None
     assert "Task #2: failed" in status.text and "Retries used: 0 of 2" in status.text
-    assert "Why: The video could not be turned into text." in status.text
+    assert "Why: The video was not found." in status.text
 
     other = Conversation(telegram, user_id=2002)
     other.send("/status 1")

@@ -11,11 +11,13 @@ import pytest
 from cozepy import CozeAPIError
 from telegram import Chat, Message, MessageEntity
 
+from bot import texts
 from bot.delivery import ChatPacer
 from bot.links import links_in, normalize_link
 from bot.splitting import preview, split_text, utf16_len
 from coze import parse_output
 from coze.client import ErrorClass, classify
+from storage import Task, TaskState
 
 
 def message(text: str, entities: list[MessageEntity] | None = None) -> Message:
@@ -191,3 +193,20 @@ def test_chat_pacer_lets_a_burst_through_then_paces() -> None:
     pacer.take(7, 101.0)
     assert pacer.wait(7, 101.0) == pytest.approx(1.0)
     assert pacer.wait(7, 110.0) <= 0  # after a quiet spell the burst is back
+
+
+@pytest.mark.parametrize(
+    ("detail", "words"),
+    [
+        ("Video unavailable", "The video was not found."),
+        ("该视频不存在或已删除", "The video was not found."),
+        ("This video is private", "The video is private or needs a login"),
+        ("需要登录后查看", "The video is private or needs a login"),
+        ("Platform not supported: example.org", "This site or kind of link is not supported."),
+        ("download timed out", "Reading the video took too long."),
+        ("something odd happened", "The video could not be turned into text."),
+    ],
+)
+def test_a_workflow_failure_is_told_in_words_a_user_understands(detail: str, words: str) -> None:
+    task = Task(state=TaskState.FAILED, error_kind="workflow_failed", error_detail=detail)
+    assert texts.failure_words(task).startswith(words)
