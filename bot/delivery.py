@@ -163,7 +163,7 @@ class DeliveryLoop:
     async def dispatch(self) -> int:
         """Hand each due outcome to its chat's worker; the number handed over."""
         handed = 0
-        for task in await self._outbox.due(BATCH):
+        for task in await self._outbox.due(BATCH, exclude=self._queued):
             if task.id in self._queued or self._stopping.is_set():
                 continue
             if task.chat_id not in self._workers and len(self._workers) >= MAX_CHAT_WORKERS:
@@ -312,6 +312,10 @@ class DeliveryLoop:
         self._chats.take(chat_id, loop.time())
         await self._limiter.acquire()
 
+    def _free_now(self, chat_id: int) -> bool:
+        moment = asyncio.get_running_loop().time()
+        return self._paused_until <= moment and self._chats.wait(chat_id, moment) <= 0
+
     async def _send_piece(self, task: Task, index: int, send: Send) -> None:
         """Send piece `index` of the outcome once, and record it as sent."""
         await self._pace(task.chat_id)
@@ -382,18 +386,16 @@ class DeliveryLoop:
                 )
                 for index, piece in enumerate(pieces)
             ]
-        units = 1 if as_document else len(pieces)
         if as_document or task.delivered_parts == 0:
             rest = text
         else:
             rest = "\n\n".join(pieces[task.delivered_parts :])
-        sends: list[Send] = [_already_sent] * min(task.delivered_parts, units)
         if task.payload_level == 1:
             remaining: Send = self._document(task, rest, reply=None)
         else:
             remaining = self._small_messages(task, rest)
-        sends.append(remaining)
-        return sends + [_already_sent] * max(0, units - len(sends))
+        # The pieces already sent stay sent; the rest goes as one send.
+        return [_already_sent] * task.delivered_parts + [remaining]
 
     def _message(
         self,
@@ -465,6 +467,8 @@ class DeliveryLoop:
         ):
             if task.id in done or self._stopping.is_set():
                 continue
+            if not self._free_now(task.chat_id):
+                continue  # progress is a courtesy: never wait for it, show it next time
             siblings = await self._outbox.tasks_acknowledged_by(task) or [task]
             done.update(sibling.id for sibling in siblings)
             if await self._edit_progress(task, siblings):

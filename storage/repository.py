@@ -8,6 +8,7 @@ the other sees 0 rows updated and backs off.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
 
@@ -235,21 +236,23 @@ async def begin_retry(
     return RetryDecision(task, RetryRefusal.BUSY)
 
 
-async def due_for_check(moment: dt.datetime, limit: int) -> list[Task]:
-    """Running tasks with no callback whose next run-history check is due, most overdue first.
+async def due_for_check(
+    moment: dt.datetime, limit: int, exclude: Collection[int] = ()
+) -> list[Task]:
+    """Running tasks with no callback whose next run-history check is due, most overdue first,
+    leaving out the ids in `exclude` (checks under way).
 
     A task whose callback has arrived is never here: the callback settled it.
     """
-    return (
-        await Task.filter(
-            state=TaskState.PROCESSING,
-            callback_received=False,
-            execute_id__isnull=False,
-            next_check_at__lte=moment,
-        )
-        .order_by("next_check_at", "id")
-        .limit(limit)
+    query = Task.filter(
+        state=TaskState.PROCESSING,
+        callback_received=False,
+        execute_id__isnull=False,
+        next_check_at__lte=moment,
     )
+    if exclude:
+        query = query.exclude(id__in=list(exclude))
+    return await query.order_by("next_check_at", "id").limit(limit)
 
 
 async def schedule_check(*, task_id: int, run_id: str, next_check_at: dt.datetime) -> None:
@@ -257,18 +260,6 @@ async def schedule_check(*, task_id: int, run_id: str, next_check_at: dt.datetim
     await Task.filter(id=task_id, run_id=run_id, state=TaskState.PROCESSING).update(
         checks=F("checks") + 1, next_check_at=next_check_at
     )
-
-
-async def next_check_due() -> dt.datetime | None:
-    """When the earliest scheduled run-history check is due (None when none is scheduled)."""
-    task = (
-        await Task.filter(
-            state=TaskState.PROCESSING, callback_received=False, next_check_at__isnull=False
-        )
-        .order_by("next_check_at")
-        .first()
-    )
-    return task.next_check_at if task is not None else None
 
 
 async def expire_overdue(moment: dt.datetime) -> list[Task]:
@@ -302,19 +293,20 @@ async def pending_tasks() -> list[Task]:
     return await Task.filter(state=TaskState.PENDING).order_by("id")
 
 
-async def undelivered_outcomes(moment: dt.datetime, limit: int) -> list[Task]:
+async def undelivered_outcomes(
+    moment: dt.datetime, limit: int, exclude: Collection[int] = ()
+) -> list[Task]:
     """Settled tasks whose outcome the user has not been sent yet and that are not backing off
-    after a failed send, oldest first."""
-    return (
-        await Task.filter(
-            Q(deliver_after__isnull=True) | Q(deliver_after__lte=moment),
-            state__in=FINISHED_STATES,
-            notification_sent=False,
-            undeliverable=False,
-        )
-        .order_by("completed_at", "id")
-        .limit(limit)
+    after a failed send, oldest first, leaving out the ids in `exclude`."""
+    query = Task.filter(
+        Q(deliver_after__isnull=True) | Q(deliver_after__lte=moment),
+        state__in=FINISHED_STATES,
+        notification_sent=False,
+        undeliverable=False,
     )
+    if exclude:
+        query = query.exclude(id__in=list(exclude))
+    return await query.order_by("completed_at", "id").limit(limit)
 
 
 async def next_delivery_due() -> dt.datetime | None:

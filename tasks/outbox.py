@@ -8,6 +8,7 @@ replaced changes nothing.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 
 from tortoise.timezone import now
 
@@ -15,9 +16,10 @@ from storage import Task, repository
 
 
 class Outbox:
-    async def due(self, limit: int) -> list[Task]:
-        """Outcomes to send now, oldest first (those backing off after a failure wait)."""
-        return await repository.undelivered_outcomes(now(), limit)
+    async def due(self, limit: int, exclude: Collection[int] = ()) -> list[Task]:
+        """Outcomes to send now, oldest first (those backing off after a failure wait), except
+        the tasks in `exclude` (already being sent)."""
+        return await repository.undelivered_outcomes(now(), limit, exclude)
 
     async def next_due(self) -> dt.datetime | None:
         return await repository.next_delivery_due()

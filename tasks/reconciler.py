@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Protocol
 
@@ -58,29 +59,47 @@ class Reconciler:
         self._max_concurrent = max_concurrent
         self._semaphore = asyncio.Semaphore(max_concurrent)
         self._stopping = asyncio.Event()
-        self.checks_made = 0
+        self._checks: dict[int, asyncio.Task[bool]] = {}
 
     async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("reconciliation pass failed; trying again later")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._scan_interval):
-                    await self._stopping.wait()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self.run_once()
+                except Exception:
+                    log.exception("reconciliation pass failed; trying again later")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._scan_interval):
+                        await self._stopping.wait()
+        finally:
+            # A check only reads Coze's history: one cut short is simply made after a restart.
+            for check in self._checks.values():
+                check.cancel()
+            await asyncio.gather(*self._checks.values(), return_exceptions=True)
 
     def stop(self) -> None:
         self._stopping.set()
 
     async def run_once(self) -> int:
-        """One pass: expire overdue tasks, check the runs that are due; the number settled."""
+        """One pass: expire overdue tasks, and start the checks that are due (they run in the
+        background, within the rate limit, so a long queue never delays a deadline); the
+        number of checks started."""
         await self._service.expire_overdue()
-        due = await repository.due_for_check(now(), limit=self._max_concurrent * 16)
-        if not due:
-            return 0
-        results = await asyncio.gather(*(self._check(task) for task in due))
-        return sum(results)
+        due = await repository.due_for_check(
+            now(), limit=self._max_concurrent * 16, exclude=self._checks.keys()
+        )
+        for task in due:
+            if self._stopping.is_set():
+                break
+            check = asyncio.create_task(self._check(task), name=f"check-task-{task.id}")
+            self._checks[task.id] = check
+            check.add_done_callback(functools.partial(self._checked, task.id))
+        return len(due)
+
+    def _checked(self, task_id: int, check: asyncio.Task[bool]) -> None:
+        self._checks.pop(task_id, None)
+        if not check.cancelled() and check.exception() is not None:
+            log.error("task %s: run-history check failed", task_id, exc_info=check.exception())
 
     async def _check(self, task: Task) -> bool:
         if self._stopping.is_set():
@@ -89,7 +108,6 @@ class Reconciler:
         async with self._semaphore, self._limiter:
             if self._stopping.is_set():
                 return False
-            self.checks_made += 1
             try:
                 history = await self._history.run_history(task.execute_id)
             except CozeCallError as exc:
