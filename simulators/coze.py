@@ -182,15 +182,19 @@ def default_outcome_for(url: str) -> WorkflowOutcome:
     - contains "long": Success, about 12,000 characters in many paragraphs (Chinese, English,
       a few non-BMP emoji);
     - otherwise a short Chinese and English transcript that mentions the link;
-    - contains "slow" (combinable with the above): the run takes 2 s instead of 0.05 s.
+    - contains "slow" (combinable with the above): the run takes 2 s instead of 0.05 s;
+    - contains "lost" (combinable): the workflow's HTTP node never calls back (only the run
+      history tells the outcome).
     """
     duration = 2.0 if "slow" in url else 0.05
+    callback: Literal["send", "lose"] = "lose" if "lost" in url else "send"
     if "fail" in url:
         return WorkflowOutcome(
             status="Fail",
             error_code=FAIL_ERROR_CODE,
             error_message="video unavailable",
             duration=duration,
+            callback=callback,
         )
     if "empty" in url:
         text = ""
@@ -200,7 +204,7 @@ def default_outcome_for(url: str) -> WorkflowOutcome:
         text = _long_transcript(url, 12_000)
     else:
         text = _short_transcript(url)
-    return WorkflowOutcome(status="Success", text=text, duration=duration)
+    return WorkflowOutcome(status="Success", text=text, duration=duration, callback=callback)
 
 
 # --------------------------------------------------------------------------------------------

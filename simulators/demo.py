@@ -40,6 +40,9 @@ SHARE_TEXT = (
     "7.43 复制打开抖音，看看【某某的作品】今天的视频 https://v.douyin.com/iRNBho6u/ Mwz:/ 09/27"
 )
 VIDEO_URL = "https://v.douyin.com/iRNBho6u/"
+# A second video whose workflow never calls back (the fake Coze's "lost" marker).
+LOST_CALLBACK_URL = "https://v.douyin.com/lost-callback/"
+RECONCILE_AFTER_SECONDS = 1.0
 RETRY_LABEL = "Retry"
 
 DEFAULT_TIMEOUT = 20.0  # seconds one step may wait for the bot
@@ -233,6 +236,12 @@ def bot_config(telegram: FakeTelegram, coze: FakeCoze, workdir: Path, callback_s
             database_name="demo.sqlite3",
             log_level="DEBUG",
         )
+        | {
+            "tasks": {
+                "reconcile_after_seconds": RECONCILE_AFTER_SECONDS,
+                "scan_interval_seconds": 0.2,
+            }
+        }
     )
 
 
@@ -267,6 +276,7 @@ class Timings:
     acknowledgement: float  # paste -> acknowledgement
     text: float  # paste -> the text
     retried_text: float  # Retry pressed -> the new text
+    lost_callback_text: float  # paste -> the text, when the workflow never calls back
 
 
 class Demo:
@@ -386,6 +396,8 @@ class Demo:
             f"  paste -> acknowledgement: {ms(timings.acknowledgement)}",
             f"  paste -> text:            {ms(timings.text)}",
             f"  Retry -> new text:        {ms(timings.retried_text)}",
+            f"  callback lost -> text:    {ms(timings.lost_callback_text)}"
+            f" (run history asked after {RECONCILE_AFTER_SECONDS:.0f} s)",
             f"  Coze runs:                {len(self._coze.runs):6d}",
             f"  whole demo:               {self._transcript.elapsed():6.2f} s",
             f"  bot process:              {self._bot_stopped}",
@@ -482,6 +494,22 @@ class Demo:
         )
         self._check_text(again)
 
+        lost_id = chat.send(f"This one's workflow never calls back: {LOST_CALLBACK_URL}")
+        lost_at = self._transcript.elapsed()
+        self._transcript.note(
+            f"(the demo asks Coze's run history after {RECONCILE_AFTER_SECONDS:.0f} s of "
+            "silence; the default is 120 s)"
+        )
+        recovered = await self._next_message(
+            "text of the run whose callback was lost",
+            lost_id,
+            lambda m: RETRY_LABEL in _buttons(m) and m.reply_to_message_id == lost_id,
+        )
+        if default_outcome_for(LOST_CALLBACK_URL).text.splitlines()[0] not in (
+            recovered.text or ""
+        ):
+            raise DemoFailure(f"the recovered message is not the video's text: {recovered.text!r}")
+
         tasks_id = chat.send("/tasks")
         await self._next_message("answer to /tasks", tasks_id, lambda m: True)
         chat.record_news()
@@ -491,6 +519,7 @@ class Demo:
             acknowledgement=seen[ack.message_id] - pasted_at,
             text=seen[text.message_id] - pasted_at,
             retried_text=seen[again.message_id] - pressed_at,
+            lost_callback_text=seen[recovered.message_id] - lost_at,
         )
 
     def _check_text(self, message: SentMessage) -> None:
