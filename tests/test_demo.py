@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from simulators.coze import default_outcome_for
-from simulators.demo import VIDEO_URL
+from simulators.demo import LOST_CALLBACK_URL, VIDEO_URL
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_TIMEOUT = 60.0
@@ -67,5 +67,8 @@ def test_demo_plays_the_conversation_and_cleans_up() -> None:
     assert output.count("[Retry]") >= 2, output
     assert "bot: (toast) Retrying task #1" in output
     assert "Your recent tasks:" in output
-    assert re.search(r"Coze runs:\s+2\n", output), output
+    assert re.search(r"Coze runs:\s+3\n", output), output
+    recovered = default_outcome_for(LOST_CALLBACK_URL).text.strip().splitlines()[0]
+    assert output.count(recovered) == 1, output  # from the run history: the callback was lost
+    assert re.search(r"callback lost -> text:\s+\d+ ms", output), output
     assert re.search(r"secrets in bot log:\s+none\n", output), output
