@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint format bench clean
+.PHONY: venv demo test lint format bench soak clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m simulators.bench
+
+soak: $(STAMP)
+	$(PY) -m simulators.soak
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -226,7 +226,10 @@ class DeliveryLoop:
             except RetryAfter as exc:
                 self._pause(exc)
                 await self._outbox.end_send(task)
-                task = await self._outbox.claim(task) or task  # pieces sent so far count
+                fresh = await self._outbox.claim(task)  # pieces sent so far count
+                if fresh is None:
+                    return False  # superseded meanwhile (a late text after a timeout notice)
+                task = fresh
                 continue
             except Forbidden as exc:
                 log.warning("task %s: user unreachable (%s): not retrying", task.id, exc.message)

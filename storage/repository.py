@@ -324,43 +324,60 @@ async def next_delivery_due() -> dt.datetime | None:
     return task.deliver_after if task is not None else None
 
 
-def _undelivered(task_id: int, run_id: str) -> QuerySet[Task]:
-    # Only this attempt's outcome, and only while it is still waiting for delivery.
+@dataclass(frozen=True)
+class OutcomeRef:
+    """One outcome of a task: its attempt (run id) and the state it settled in.
+
+    An attempt can have two outcomes: a timeout notice, then the late text of the same run.
+    Bookkeeping of the first must never touch the second, so every delivery write names both.
+    """
+
+    task_id: int
+    run_id: str
+    state: TaskState
+
+    @classmethod
+    def of(cls, task: Task) -> OutcomeRef:
+        return cls(task.id, task.run_id, task.state)
+
+
+def _undelivered(ref: OutcomeRef) -> QuerySet[Task]:
+    # Only this outcome, and only while it is still waiting for delivery.
     return Task.filter(
-        id=task_id,
-        run_id=run_id,
-        state__in=FINISHED_STATES,
+        id=ref.task_id,
+        run_id=ref.run_id,
+        state=ref.state,
         notification_sent=False,
         undeliverable=False,
     )
 
 
-async def claim_outcome(task_id: int, run_id: str) -> Task | None:
+async def claim_outcome(ref: OutcomeRef) -> Task | None:
     """This attempt's outcome, fresh from the database, if it still awaits delivery."""
-    return await _undelivered(task_id, run_id).first()
+    return await _undelivered(ref).first()
 
 
-async def mark_in_flight(task_id: int, run_id: str) -> None:
+async def mark_in_flight(ref: OutcomeRef) -> None:
     """A request carrying (part of) the outcome is about to leave; cleared when it ends."""
-    await _undelivered(task_id, run_id).update(send_started_at=now())
+    await _undelivered(ref).update(send_started_at=now())
 
 
-async def mark_resent_after_crash(task_id: int, run_id: str) -> None:
+async def mark_resent_after_crash(ref: OutcomeRef) -> None:
     """A send was in flight when the process died: the user may see this text twice."""
-    await _undelivered(task_id, run_id).update(resent_after_crash=True)
+    await _undelivered(ref).update(resent_after_crash=True)
 
 
-async def part_sent(task_id: int, run_id: str, parts: int, *, timed_out: bool = False) -> None:
+async def part_sent(ref: OutcomeRef, parts: int, *, timed_out: bool = False) -> None:
     """`parts` pieces of the outcome are sent (or, timed out, possibly sent): never resend them."""
     values: dict[str, object] = {"delivered_parts": parts, "send_started_at": None}
     if timed_out:
         values["send_timed_out"] = True
-    await _undelivered(task_id, run_id).update(**values)
+    await _undelivered(ref).update(**values)
 
 
-async def mark_delivered(task_id: int, run_id: str) -> bool:
+async def mark_delivered(ref: OutcomeRef) -> bool:
     """Record that this attempt's outcome reached the user (only that attempt's)."""
-    updated = await _undelivered(task_id, run_id).update(
+    updated = await _undelivered(ref).update(
         notification_sent=True,
         notified_at=now(),
         send_started_at=None,
@@ -370,30 +387,32 @@ async def mark_delivered(task_id: int, run_id: str) -> bool:
     return updated == 1
 
 
-async def mark_undeliverable(task_id: int, run_id: str) -> bool:
-    updated = await _undelivered(task_id, run_id).update(
+async def mark_undeliverable(ref: OutcomeRef) -> bool:
+    updated = await _undelivered(ref).update(
         undeliverable=True, send_started_at=None, delivery_attempts=F("delivery_attempts") + 1
     )
     return updated == 1
 
 
-async def defer_delivery(task_id: int, run_id: str, until: dt.datetime) -> None:
+async def defer_delivery(ref: OutcomeRef, until: dt.datetime) -> None:
     """A send failed (network fault, Telegram error): count it and try again after `until`."""
-    await _undelivered(task_id, run_id).update(
+    await _undelivered(ref).update(
         deliver_after=until, send_started_at=None, delivery_attempts=F("delivery_attempts") + 1
     )
 
 
-async def change_payload(task_id: int, run_id: str, level: int) -> None:
+async def change_payload(ref: OutcomeRef, level: int) -> None:
     """Telegram refused the payload (BadRequest): the next send uses payload `level`."""
-    await _undelivered(task_id, run_id).update(
+    await _undelivered(ref).update(
         payload_level=level, send_started_at=None, delivery_attempts=F("delivery_attempts") + 1
     )
 
 
-async def end_send(task_id: int, run_id: str) -> None:
+async def end_send(ref: OutcomeRef) -> None:
     """The send in flight ended without settling the delivery (e.g. a RetryAfter)."""
-    await Task.filter(id=task_id, run_id=run_id).update(send_started_at=None)
+    await Task.filter(id=ref.task_id, run_id=ref.run_id, state=ref.state).update(
+        send_started_at=None
+    )
 
 
 async def progress_to_show(moment: dt.datetime, limit: int) -> list[Task]:

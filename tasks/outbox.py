@@ -13,6 +13,7 @@ from collections.abc import Collection
 from tortoise.timezone import now
 
 from storage import Task, repository
+from storage.repository import OutcomeRef
 
 
 class Outbox:
@@ -30,31 +31,31 @@ class Outbox:
         A claimed outcome whose `send_started_at` is set was being sent when the process
         stopped: the caller decides what to do about a possible duplicate.
         """
-        return await repository.claim_outcome(task.id, task.run_id)
+        return await repository.claim_outcome(OutcomeRef.of(task))
 
     async def in_flight(self, task: Task) -> None:
-        await repository.mark_in_flight(task.id, task.run_id)
+        await repository.mark_in_flight(OutcomeRef.of(task))
 
     async def end_send(self, task: Task) -> None:
-        await repository.end_send(task.id, task.run_id)
+        await repository.end_send(OutcomeRef.of(task))
 
     async def resent_after_crash(self, task: Task) -> None:
-        await repository.mark_resent_after_crash(task.id, task.run_id)
+        await repository.mark_resent_after_crash(OutcomeRef.of(task))
 
     async def part_sent(self, task: Task, parts: int, *, timed_out: bool = False) -> None:
-        await repository.part_sent(task.id, task.run_id, parts, timed_out=timed_out)
+        await repository.part_sent(OutcomeRef.of(task), parts, timed_out=timed_out)
 
     async def delivered(self, task: Task) -> bool:
-        return await repository.mark_delivered(task.id, task.run_id)
+        return await repository.mark_delivered(OutcomeRef.of(task))
 
     async def undeliverable(self, task: Task) -> bool:
-        return await repository.mark_undeliverable(task.id, task.run_id)
+        return await repository.mark_undeliverable(OutcomeRef.of(task))
 
     async def defer(self, task: Task, seconds: float) -> None:
-        await repository.defer_delivery(task.id, task.run_id, now() + dt.timedelta(seconds=seconds))
+        await repository.defer_delivery(OutcomeRef.of(task), now() + dt.timedelta(seconds=seconds))
 
     async def change_payload(self, task: Task, level: int) -> None:
-        await repository.change_payload(task.id, task.run_id, level)
+        await repository.change_payload(OutcomeRef.of(task), level)
 
     async def progress_to_show(self, min_interval: float, limit: int) -> list[Task]:
         return await repository.progress_to_show(now() - dt.timedelta(seconds=min_interval), limit)
