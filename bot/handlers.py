@@ -78,9 +78,22 @@ class Handlers:
         taken, skipped = links[: self._max_links], max(0, len(links) - self._max_links)
         user = UserInfo(id=sender.id, first_name=sender.first_name, username=sender.username)
         # Store first: once this returns, the tasks survive anything that happens next.
-        tasks = await self._service.submit(
+        submission = await self._service.submit(
             user, chat_id=message.chat_id, message_id=message.message_id, links=taken
         )
+        tasks = submission.tasks
+        if not submission.new:
+            # Replayed after a crash: the tasks exist and are under way; answer only if the
+            # acknowledgement never went out.
+            if any(task.ack_message_id is None for task in tasks):
+                ack = await message.reply_text(
+                    texts.accepted(tasks, skipped),
+                    parse_mode=None,
+                    reply_parameters=_reply_to(message),
+                )
+                for task in tasks:
+                    await self._service.set_ack_message(task, ack.message_id)
+            return
         try:
             ack = await message.reply_text(
                 texts.accepted(tasks, skipped), parse_mode=None, reply_parameters=_reply_to(message)

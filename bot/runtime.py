@@ -24,11 +24,12 @@ from bot import texts
 from bot.config import Settings
 from bot.delivery import DeliveryLoop, DeliveryPolicy
 from bot.handlers import Handlers
+from bot.polling import Poller
 from bot.ratelimit import RateLimiter
 from bot.updates import PerChatUpdateProcessor
 from coze import CozeWorkflowClient
 from storage import DatabaseOpenError, open_database, ping
-from tasks import Reconciler, StartPolicy, TaskService
+from tasks import Inbox, Reconciler, StartPolicy, TaskService
 from webhook import HEALTH_CHECK, TASK_SERVICE, create_app
 from webhook.app import CALLBACK_PATH
 
@@ -128,9 +129,10 @@ def _task_service(settings: Settings, public_url: str) -> CleanupContext:
     return task_service
 
 
-def build_application(settings: Settings, service: TaskService) -> Application:  # type: ignore[type-arg]
+def build_application(settings: Settings, service: TaskService, inbox: Inbox) -> Application:  # type: ignore[type-arg]
     application = (
         ApplicationBuilder()
+        .updater(None)  # bot.polling.Poller fetches updates: it stores them first
         .token(settings.telegram.token.get_secret_value())
         .base_url(settings.telegram.api_base_url)
         .rate_limiter(
@@ -138,7 +140,9 @@ def build_application(settings: Settings, service: TaskService) -> Application: 
         )
         .read_timeout(settings.telegram.request_timeout_seconds)
         .write_timeout(settings.telegram.request_timeout_seconds)
-        .concurrent_updates(PerChatUpdateProcessor(max_concurrent_updates=64))
+        .concurrent_updates(
+            PerChatUpdateProcessor(max_concurrent_updates=64, on_handled=inbox.handled)
+        )
         .build()
     )
     Handlers(service, max_links_per_message=settings.tasks.max_links_per_message).register(
@@ -167,20 +171,11 @@ async def _log_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None
         log.warning("could not tell the user about the error: %s", exc)
 
 
-def _polling_error_reporter(
-    application: Application,  # type: ignore[type-arg]
-) -> Callable[[TelegramError], None]:
-    # PTB wants a plain function here; errors then reach the error handler like any other.
-    def report(exc: TelegramError) -> None:
-        application.create_task(application.process_error(None, exc))
-
-    return report
-
-
 def _telegram(settings: Settings) -> CleanupContext:
     async def telegram(app: web.Application) -> AsyncIterator[None]:
         service = app[TASK_SERVICE]
-        application = build_application(settings, service)
+        inbox = Inbox()
+        application = build_application(settings, service, inbox)
         async with contextlib.AsyncExitStack() as stack:
             # Each step registers its own undoing, so a failure half-way through start-up
             # (a rejected token, an unreachable Telegram) still shuts down what was started.
@@ -201,14 +196,14 @@ def _telegram(settings: Settings) -> CleanupContext:
             resumed = await service.resume_pending()
             if resumed:
                 log.info("resumed %d pending task(s)", resumed)
-            assert application.updater is not None
-            await application.updater.start_polling(
-                poll_interval=0.0,
+            poller = Poller(
+                application,
+                inbox,
                 timeout=settings.telegram.poll_timeout_seconds,
                 allowed_updates=ALLOWED_UPDATES,
-                error_callback=_polling_error_reporter(application),
             )
-            stack.push_async_callback(application.updater.stop)
+            await poller.start()
+            stack.push_async_callback(poller.stop)
             yield
 
     return telegram

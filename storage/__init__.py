@@ -1,12 +1,21 @@
 """Storage: Tortoise models, migrations, and the task state machine."""
 
 from storage.db import DatabaseOpenError, open_database, ping
-from storage.models import FINISHED_STATES, OPEN_STATES, Task, TaskRun, TaskState, User
+from storage.models import (
+    FINISHED_STATES,
+    OPEN_STATES,
+    InboxUpdate,
+    Task,
+    TaskRun,
+    TaskState,
+    User,
+)
 
 __all__ = [
     "FINISHED_STATES",
     "OPEN_STATES",
     "DatabaseOpenError",
+    "InboxUpdate",
     "Task",
     "TaskRun",
     "TaskState",

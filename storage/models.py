@@ -111,3 +111,17 @@ class TaskRun(Model):
 
     class Meta:
         table = "task_runs"
+
+
+# A Telegram update taken from getUpdates, stored before the next getUpdates call confirms it
+# (after which Telegram forgets it), and marked handled once its handler has run. An update
+# taken but not handled when the process died is handled at the next start; the newest
+# update_id also tells the next start where to resume polling.
+class InboxUpdate(Model):
+    update_id = fields.BigIntField(primary_key=True, generated=False)
+    payload = fields.TextField()
+    handled = fields.BooleanField(default=False)
+    received_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "inbox_updates"

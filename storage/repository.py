@@ -17,7 +17,15 @@ from tortoise.queryset import QuerySet
 from tortoise.timezone import now
 from tortoise.transactions import in_transaction
 
-from storage.models import FINISHED_STATES, OPEN_STATES, Task, TaskRun, TaskState, User
+from storage.models import (
+    FINISHED_STATES,
+    OPEN_STATES,
+    InboxUpdate,
+    Task,
+    TaskRun,
+    TaskState,
+    User,
+)
 
 
 async def upsert_user(user_id: int, first_name: str, username: str | None) -> User:
@@ -456,3 +464,43 @@ async def tasks_with_ack(chat_id: int, ack_message_id: int | None) -> list[Task]
 async def is_pending_run(task_id: int, run_id: str) -> bool:
     """True while `run_id` is the task's current attempt and it has not been started."""
     return await Task.exists(id=task_id, run_id=run_id, state=TaskState.PENDING)
+
+
+# --- the inbox of Telegram updates ----------------------------------------------------------
+
+#: Handled updates kept below the newest one (the newest always stays: it is the offset).
+INBOX_KEEP = 1000
+
+
+async def store_updates(updates: list[tuple[int, str]]) -> None:
+    """Keep (update_id, JSON) pairs until handled; an update stored before is left as it is."""
+    async with in_transaction():
+        ids = [update_id for update_id, _ in updates]
+        known = {row.update_id for row in await InboxUpdate.filter(update_id__in=ids)}
+        fresh = [
+            InboxUpdate(update_id=update_id, payload=payload)
+            for update_id, payload in updates
+            if update_id not in known
+        ]
+        if fresh:
+            await InboxUpdate.bulk_create(fresh)
+        newest = max(u for u, _ in updates)
+        await InboxUpdate.filter(handled=True, update_id__lt=newest - INBOX_KEEP).delete()
+
+
+async def unhandled_updates() -> list[InboxUpdate]:
+    return await InboxUpdate.filter(handled=False).order_by("update_id")
+
+
+async def mark_update_handled(update_id: int) -> None:
+    await InboxUpdate.filter(update_id=update_id).update(handled=True)
+
+
+async def newest_update_id() -> int | None:
+    newest = await InboxUpdate.all().order_by("-update_id").first()
+    return newest.update_id if newest is not None else None
+
+
+async def tasks_of_message(chat_id: int, request_message_id: int) -> list[Task]:
+    """The tasks made from one message (to handle a replayed update only once)."""
+    return await Task.filter(chat_id=chat_id, request_message_id=request_message_id).order_by("id")

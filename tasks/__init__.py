@@ -1,5 +1,6 @@
 """The task logic: what happens to a link from the moment it is accepted until its outcome."""
 
+from tasks.inbox import Inbox
 from tasks.outbox import Outbox
 from tasks.reconciler import Reconciler
 from tasks.service import (
@@ -17,6 +18,7 @@ __all__ = [
     "CallbackReceipt",
     "CallbackReport",
     "FailureKind",
+    "Inbox",
     "Outbox",
     "Reconciler",
     "StartPolicy",

@@ -61,6 +61,12 @@ class UserInfo:
     username: str | None
 
 
+@dataclass(frozen=True)
+class Submission:
+    tasks: list[Task]
+    new: bool  # False: the message was handled before (a replayed update)
+
+
 class CallbackReceipt(Enum):
     ACCEPTED = "accepted"  # stored (or a harmless duplicate / stale attempt)
     BAD_TOKEN = "bad_token"
@@ -133,16 +139,24 @@ class TaskService:
 
     async def submit(
         self, user: UserInfo, *, chat_id: int, message_id: int, links: list[str]
-    ) -> list[Task]:
-        """Store one pending task per link. Call `start_all` once the user has been answered."""
+    ) -> Submission:
+        """Store one pending task per link. Call `start_all` once the user has been answered.
+
+        A message handled before (an update replayed after a crash) gets its tasks back, not
+        new ones; they were started (or are resumed at start-up) already.
+        """
+        existing = await repository.tasks_of_message(chat_id, message_id)
+        if existing:
+            return Submission(existing, new=False)
         await repository.upsert_user(user.id, user.first_name, user.username)
-        return await repository.create_tasks(
+        tasks = await repository.create_tasks(
             user_id=user.id,
             chat_id=chat_id,
             request_message_id=message_id,
             links=[(link, new_run_id()) for link in links],
             expires_at=now() + self._timeout,
         )
+        return Submission(tasks, new=True)
 
     async def set_ack_message(self, task: Task, message_id: int) -> None:
         await repository.set_ack_message(task.id, message_id)

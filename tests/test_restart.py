@@ -11,8 +11,8 @@ from bot.config import Settings
 from bot.runtime import running_bot
 from simulators.coze import FakeCoze, WorkflowOutcome
 from simulators.telegram import FakeTelegram
-from storage import Task, TaskState, open_database, repository
-from tests.conftest import USER, Conversation, delivered, eventually, make_settings
+from storage import InboxUpdate, Task, TaskState, open_database, repository
+from tests.conftest import USER, Conversation, delivered, eventually, make_settings, settled
 
 pytestmark = pytest.mark.asyncio
 
@@ -108,3 +108,48 @@ async def test_a_run_that_finished_while_the_bot_was_down_is_settled_after_resta
     async with running_bot(settings):
         await delivered()
     assert sum("done while down" in (m.text or "") for m in chat.messages) == 1
+
+
+async def test_updates_handled_before_a_restart_are_not_handled_again(
+    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
+) -> None:
+    settings = make_settings(tmp_path, telegram, coze)
+    async with running_bot(settings):
+
+        async def polling() -> bool:
+            return bool(telegram.calls_of("getUpdates"))
+
+        await eventually(polling, what="the bot polling")
+        # The getUpdates call after the next batch, the one whose offset would tell Telegram
+        # that the batch arrived, never gets through: Telegram still holds the batch.
+        telegram.delay_next("getUpdates", 30.0, before=True)
+        chat.send("/help")
+        await chat.wait_for_messages(1)
+        await settled(0.3)
+    async with running_bot(settings):
+        await settled(1.0)
+    assert len(chat.messages) == 1  # the help, once: the restart resumed after the stored batch
+
+
+async def test_an_update_replayed_after_a_crash_makes_no_second_task_or_answer(
+    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
+) -> None:
+    settings = make_settings(tmp_path, telegram, coze)
+    async with running_bot(settings):
+        chat.send("https://v.douyin.com/replayed/")
+        await delivered()
+    # As if the process had died after handling the link but before recording that it had.
+    async with open_database(settings.storage.database_url):
+        assert await InboxUpdate.filter(handled=True).update(handled=False) == 1
+
+    async with running_bot(settings):
+        await eventually(_all_handled, what="the replayed update handled")
+        await settled(0.5)
+        tasks = await Task.all().count()
+    assert tasks == 1
+    assert len(chat.messages) == 2  # one acknowledgement, one text
+    assert len(coze.runs) == 1
+
+
+async def _all_handled() -> bool:
+    return not await InboxUpdate.filter(handled=False).exists()

@@ -1,4 +1,5 @@
-"""Reconciliation schedule, delivery bookkeeping and progress edits for tasks."""
+"""The inbox of Telegram updates; reconciliation schedule, delivery bookkeeping and progress
+edits for tasks."""
 
 from tortoise import migrations
 from tortoise.migrations import operations as ops
@@ -11,6 +12,17 @@ class Migration(migrations.Migration):
     initial = False
 
     operations = [
+        ops.CreateModel(
+            name='InboxUpdate',
+            fields=[
+                ('update_id', fields.BigIntField(primary_key=True, unique=True, db_index=True)),
+                ('payload', fields.TextField(unique=False)),
+                ('handled', fields.BooleanField(default=False)),
+                ('received_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+            ],
+            options={'table': 'inbox_updates', 'app': 'models', 'pk_attr': 'update_id'},
+            bases=['Model'],
+        ),
         ops.AddField(
             model_name='Task',
             name='checks',
