@@ -1,5 +1,6 @@
 """The bot process killed (SIGKILL) between "callback accepted" and "message sent", then started
-again on the same database: the outcome still reaches the user, and twice only when it was on the wire (flagged).
+again on the same database: the outcome still reaches the user, and twice only when it was on
+the wire at the kill (and then the task says so).
 
 Real processes (`python -m bot`), as in production: the kill leaves no chance to clean up.
 """
