@@ -65,10 +65,12 @@ class Task(Model):
     callback_received = fields.BooleanField(default=False)
     # A retried task that succeeds again is still one extraction in the user's count.
     counted = fields.BooleanField(default=False)
+    # Columns added after the first schema carry a database default too (db_default), so that
+    # the migration can add them to a table that already has rows.
     # Reconciliation: when the current run is next checked against Coze's run history, and
     # how many checks it has had (the pause between checks doubles).
     next_check_at = fields.DatetimeField(null=True)
-    checks = fields.IntField(default=0)
+    checks = fields.IntField(default=0, db_default=0)
     notification_sent = fields.BooleanField(default=False, db_index=True)
     undeliverable = fields.BooleanField(default=False)
     delivery_attempts = fields.IntField(default=0)
@@ -78,14 +80,14 @@ class Task(Model):
     # network fault. send_started_at: set while a send is in flight, so a send interrupted
     # by a crash is known at restart. send_timed_out / resent_after_crash: the two ways a
     # text may have reached the user twice, kept so they can be counted.
-    delivered_parts = fields.IntField(default=0)
-    payload_level = fields.IntField(default=0)
+    delivered_parts = fields.IntField(default=0, db_default=0)
+    payload_level = fields.IntField(default=0, db_default=0)
     deliver_after = fields.DatetimeField(null=True)
     send_started_at = fields.DatetimeField(null=True)
-    send_timed_out = fields.BooleanField(default=False)
-    resent_after_crash = fields.BooleanField(default=False)
+    send_timed_out = fields.BooleanField(default=False, db_default=False)
+    resent_after_crash = fields.BooleanField(default=False, db_default=False)
     # Progress shown in the acknowledgement message, and when it was last edited (throttle).
-    progress_shown = fields.IntField(default=0)
+    progress_shown = fields.IntField(default=0, db_default=0)
     progress_edited_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)

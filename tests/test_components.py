@@ -3,6 +3,7 @@ the state machine against a real SQLite file, the web app against a real socket.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Literal
@@ -11,10 +12,13 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from tortoise import Tortoise
+from tortoise.migrations.api import migrate
 
 from coze import CozeWorkflowClient, RunStatus
 from simulators.coze import FakeCoze, WorkflowOutcome
 from storage import Task, TaskState, open_database, repository
+from storage.db import tortoise_config
 from storage.repository import ApplyResult, Outcome
 from webhook import HEALTH_CHECK, create_app
 
@@ -113,3 +117,29 @@ async def test_healthz_is_503_when_the_database_does_not_answer() -> None:
             assert (await response.json())["database"] == "unreachable"
     finally:
         await runner.cleanup()
+
+
+async def test_a_database_of_the_first_schema_is_upgraded_with_its_tasks_kept(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite://{tmp_path}/old.sqlite3"
+    await migrate(config=tortoise_config(url), target="models.0001_initial")
+    with sqlite3.connect(tmp_path / "old.sqlite3") as db:
+        db.execute(
+            "INSERT INTO users (id, first_name, extract_count, created_at, updated_at)"
+            " VALUES (7, 'Ann', 0, '2026-01-01', '2026-01-01')"
+        )
+        db.execute(
+            "INSERT INTO tasks (user_id, chat_id, request_message_id, input_url, run_id, state,"
+            " progress, retry_count, callback_received, counted, notification_sent,"
+            " undeliverable, delivery_attempts, created_at, updated_at)"
+            " VALUES (7, 7, 1, 'https://b23.tv/old', 'run-old', 'processing', 0, 0, 0, 0, 0, 0,"
+            " 0, '2026-01-01', '2026-01-01')"
+        )
+    await Tortoise.close_connections()
+
+    async with open_database(url):
+        (task,) = await Task.all()
+        assert task.run_id == "run-old" and task.state == TaskState.PROCESSING
+        assert task.delivered_parts == 0 and task.checks == 0 and not task.send_timed_out
+        assert await repository.newest_update_id() is None  # the inbox exists, empty

@@ -26,7 +26,7 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='Task',
             name='checks',
-            field=fields.IntField(default=0),
+            field=fields.IntField(default=0, db_default=0),
         ),
         ops.AddField(
             model_name='Task',
@@ -36,7 +36,7 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='Task',
             name='delivered_parts',
-            field=fields.IntField(default=0),
+            field=fields.IntField(default=0, db_default=0),
         ),
         ops.AddField(
             model_name='Task',
@@ -46,7 +46,7 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='Task',
             name='payload_level',
-            field=fields.IntField(default=0),
+            field=fields.IntField(default=0, db_default=0),
         ),
         ops.AddField(
             model_name='Task',
@@ -56,12 +56,12 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='Task',
             name='progress_shown',
-            field=fields.IntField(default=0),
+            field=fields.IntField(default=0, db_default=0),
         ),
         ops.AddField(
             model_name='Task',
             name='resent_after_crash',
-            field=fields.BooleanField(default=False),
+            field=fields.BooleanField(default=False, db_default=False),
         ),
         ops.AddField(
             model_name='Task',
@@ -71,6 +71,6 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='Task',
             name='send_timed_out',
-            field=fields.BooleanField(default=False),
+            field=fields.BooleanField(default=False, db_default=False),
         ),
     ]
