@@ -270,30 +270,30 @@ async def schedule_check(*, task_id: int, run_id: str, next_check_at: dt.datetim
     )
 
 
-async def expire_overdue(moment: dt.datetime) -> list[Task]:
-    """pending/processing -> timeout for tasks past their deadline; the tasks expired.
+async def overdue_tasks(moment: dt.datetime) -> list[Task]:
+    """Tasks still pending or processing past their deadline, oldest first."""
+    return await Task.filter(
+        state__in=(TaskState.PENDING, TaskState.PROCESSING), expires_at__lte=moment
+    ).order_by("id")
+
+
+async def expire(task: Task, moment: dt.datetime) -> bool:
+    """pending/processing -> timeout for this attempt; False if it settled meanwhile.
 
     The outcome (a timeout notice) awaits delivery like any other. The run's own outcome may
     still arrive later and is then applied (TIMEOUT is an open state).
     """
-    expired = []
-    overdue = await Task.filter(
-        state__in=(TaskState.PENDING, TaskState.PROCESSING), expires_at__lte=moment
-    ).order_by("id")
-    for task in overdue:
-        updated = await Task.filter(
-            id=task.id, run_id=task.run_id, state__in=(TaskState.PENDING, TaskState.PROCESSING)
-        ).update(
-            state=TaskState.TIMEOUT,
-            completed_at=moment,
-            next_check_at=None,
-            error_kind=None,
-            error_detail=None,
-            notification_sent=False,
-        )
-        if updated == 1:
-            expired.append(task)
-    return expired
+    updated = await Task.filter(
+        id=task.id, run_id=task.run_id, state__in=(TaskState.PENDING, TaskState.PROCESSING)
+    ).update(
+        state=TaskState.TIMEOUT,
+        completed_at=moment,
+        next_check_at=None,
+        error_kind=None,
+        error_detail=None,
+        notification_sent=False,
+    )
+    return updated == 1
 
 
 async def pending_tasks() -> list[Task]:

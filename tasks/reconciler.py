@@ -2,7 +2,8 @@
 
 Coze sends no webhook of its own; the workflow's last node calls us, and that call can be
 lost. So, on a timer, this loop
-- times out tasks past their deadline (the user is told, with Retry), and
+- times out tasks past their deadline (the user is told, with Retry), after one last look
+  at the run history for those that have a run, and
 - checks runs that have been quiet for `reconcile_after` against Coze's run history, settling
   them through the same transition as a callback. A run still going is checked again later,
   each pause twice the last.
@@ -23,7 +24,7 @@ from aiolimiter import AsyncLimiter
 from tortoise.timezone import now
 
 from coze import CozeCallError, RunHistory, RunStatus
-from storage import Task, repository
+from storage import Task, TaskState, repository
 from storage.repository import ApplyResult
 from tasks.service import TaskService
 
@@ -84,24 +85,45 @@ class Reconciler:
         """One pass: expire overdue tasks, and start the checks that are due (they run in the
         background, within the rate limit, so a long queue never delays a deadline); the
         number of checks started."""
-        await self._service.expire_overdue()
+        for task in await self._service.overdue():
+            if task.id in self._checks:
+                continue  # a check under way decides
+            if self._may_check(task):
+                # One last look before giving up: the run may have finished with its callback
+                # lost since the last check.
+                self._spawn(task, final=True)
+            else:
+                await self._service.expire(task)
         due = await repository.due_for_check(
             now(), limit=self._max_concurrent * 16, exclude=self._checks.keys()
         )
         for task in due:
             if self._stopping.is_set():
                 break
-            check = asyncio.create_task(self._check(task), name=f"check-task-{task.id}")
-            self._checks[task.id] = check
-            check.add_done_callback(functools.partial(self._checked, task.id))
+            self._spawn(task, final=False)
         return len(due)
+
+    @staticmethod
+    def _may_check(task: Task) -> bool:
+        return (
+            task.state == TaskState.PROCESSING
+            and task.execute_id is not None
+            and not task.callback_received
+        )
+
+    def _spawn(self, task: Task, *, final: bool) -> None:
+        check = asyncio.create_task(self._check(task, final=final), name=f"check-task-{task.id}")
+        self._checks[task.id] = check
+        check.add_done_callback(functools.partial(self._checked, task.id))
 
     def _checked(self, task_id: int, check: asyncio.Task[bool]) -> None:
         self._checks.pop(task_id, None)
         if not check.cancelled() and check.exception() is not None:
             log.error("task %s: run-history check failed", task_id, exc_info=check.exception())
 
-    async def _check(self, task: Task) -> bool:
+    async def _check(self, task: Task, *, final: bool) -> bool:
+        """Ask Coze how the run is doing and settle the task if it is done. A `final` check
+        (at the deadline) that finds nothing settled times the task out."""
         if self._stopping.is_set():
             return False
         assert task.execute_id is not None
@@ -112,10 +134,15 @@ class Reconciler:
                 history = await self._history.run_history(task.execute_id)
             except CozeCallError as exc:
                 self._log_failed_check(task, exc)
-                await self._service.check_later(task)
+                history = None
+        if history is None or history.status is RunStatus.RUNNING:
+            if final:
+                await self._service.expire(task)
                 return False
-        if history.status is RunStatus.RUNNING:
-            log.info("task %s: run %s still running (check %d)", task.id, task.run_id, task.checks)
+            if history is not None:
+                log.info(
+                    "task %s: run %s still running (check %d)", task.id, task.run_id, task.checks
+                )
             await self._service.check_later(task)
             return False
         if history.status is RunStatus.FAIL:

@@ -270,16 +270,19 @@ class TaskService:
             task_id=task.id, run_id=task.run_id, next_check_at=now() + pause
         )
 
-    async def expire_overdue(self) -> list[Task]:
-        """Time out tasks past their deadline; their users are told (with Retry)."""
-        expired = await repository.expire_overdue(now())
-        for task in expired:
+    async def overdue(self) -> list[Task]:
+        """Tasks past their deadline with no outcome yet."""
+        return await repository.overdue_tasks(now())
+
+    async def expire(self, task: Task) -> bool:
+        """Time out a task past its deadline; its user is told (with Retry)."""
+        expired = await repository.expire(task, now())
+        if expired:
             log.warning(
                 "task %s: no outcome within the deadline (state was %s): timed out",
                 task.id,
                 task.state,
             )
-        if expired:
             self.outbox_ready.set()
         return expired
 

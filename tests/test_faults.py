@@ -202,6 +202,21 @@ async def test_past_the_deadline_the_user_is_told_and_a_late_text_still_arrives(
     assert len(chat.messages) == 3
 
 
+async def test_at_the_deadline_the_run_history_is_asked_once_more_before_giving_up(
+    bot_with: Callable[..., Any], chat: Conversation, coze: FakeCoze
+) -> None:
+    # Checks at about 0.3 s and 0.9 s find the run going; it finishes at 1.2 s, callback lost;
+    # the next check would be at 2.1 s, past the 1.5 s deadline.
+    coze.outcome_for = outcome(callback="lose", duration=1.2, text="found at the deadline")
+    async with bot_with(tasks={"timeout_seconds": 1.5, "reconcile_after_seconds": 0.3}):
+        chat.send(LINK)
+        await delivered()
+        task = await task_one()
+    assert task.state == TaskState.COMPLETED
+    assert [m.text for m in results(chat)] == [f"Task #1 - text of {LINK}\n\nfound at the deadline"]
+    assert not any("took too long" in text for text in texts_of(chat))
+
+
 async def test_no_task_outlives_its_deadline_even_when_nothing_answers(
     bot_with: Callable[..., Any], chat: Conversation, coze: FakeCoze
 ) -> None:
