@@ -89,23 +89,33 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
-def outcome_of_history(history: RunHistory) -> Outcome:
-    """A finished run's history as the outcome a callback would have brought."""
-    if history.status is RunStatus.SUCCESS:
-        if history.text.strip():
-            return Outcome(succeeded=True, text=history.text)
+def workflow_outcome(*, succeeded: bool, text: str, error: str) -> Outcome:
+    """What a finished run brought, however we learnt it (its callback or its run history).
+
+    A success without text is a failure of its own kind. On a failure the workflow's own
+    message is kept as the detail; the user reads it only when it is a plain sentence
+    (bot.delivery decides), next to the words for a failed workflow.
+    """
+    if succeeded and text.strip():
+        return Outcome(succeeded=True, text=text)
+    if succeeded:
         return Outcome(
             succeeded=False,
             error_kind=FailureKind.NO_TEXT.value,
             error_detail="the workflow returned no text",
         )
-    # Coze's own message is kept as the detail; the user reads it only when it is a plain
-    # sentence (bot.delivery decides), next to the words for a failed workflow.
-    message = history.error_message.strip()
     return Outcome(
-        succeeded=False,
-        error_kind=FailureKind.WORKFLOW_FAILED.value,
-        error_detail=message or f"the workflow failed (Coze error {history.error_code})",
+        succeeded=False, error_kind=FailureKind.WORKFLOW_FAILED.value, error_detail=error
+    )
+
+
+def outcome_of_history(history: RunHistory) -> Outcome:
+    """A finished run's history as the outcome a callback would have brought."""
+    return workflow_outcome(
+        succeeded=history.status is RunStatus.SUCCESS,
+        text=history.text,
+        error=history.error_message.strip()
+        or f"the workflow failed (Coze error {history.error_code})",
     )
 
 
@@ -288,18 +298,10 @@ class TaskService:
 
     @staticmethod
     def _outcome_of(report: CallbackReport) -> Outcome:
-        if report.status == "success":
-            if report.text.strip():
-                return Outcome(succeeded=True, text=report.text)
-            return Outcome(
-                succeeded=False,
-                error_kind=FailureKind.NO_TEXT.value,
-                error_detail="the workflow returned no text",
-            )
-        return Outcome(
-            succeeded=False,
-            error_kind=FailureKind.WORKFLOW_FAILED.value,
-            error_detail=report.error.strip() or "the workflow reported a failure",
+        return workflow_outcome(
+            succeeded=report.status == "success",
+            text=report.text,
+            error=report.error.strip() or "the workflow reported a failure",
         )
 
     # --- retry -------------------------------------------------------------------------------

@@ -49,6 +49,24 @@ def bot_with(tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze) -> Callable
     return run
 
 
+@pytest.fixture
+def link_acknowledged(
+    bot_with: Callable[..., Any], chat: Conversation, coze: FakeCoze
+) -> Callable[..., Any]:
+    """Run the bot, paste LINK, and enter once it is acknowledged, with the workflow still
+    running: what the test does to Telegram then meets the delivery of the text."""
+
+    @asynccontextmanager
+    async def run(**sections: dict[str, Any]) -> AsyncIterator[None]:
+        coze.outcome_for = outcome(duration=0.3)
+        async with bot_with(**sections):
+            chat.send(LINK)
+            await chat.wait_for_messages(1)
+            yield
+
+    return run
+
+
 def outcome(**fields: Any) -> Callable[[str], WorkflowOutcome]:
     defaults: dict[str, Any] = {"text": "the words of the video", "duration": 0.05}
     defaults.update(fields)
@@ -233,17 +251,10 @@ async def test_no_task_outlives_its_deadline_even_when_nothing_answers(
 # --- Telegram: 429, 500, timeouts, 400, 403 ----------------------------------------------------
 
 
-async def wait_for_ack(chat: Conversation) -> None:
-    await chat.wait_for_messages(1)
-
-
 async def test_telegram_asking_to_wait_is_honoured_and_the_text_sent_once(
-    bot_with: Callable[..., Any], chat: Conversation, coze: FakeCoze, telegram: FakeTelegram
+    link_acknowledged: Callable[..., Any], chat: Conversation, telegram: FakeTelegram
 ) -> None:
-    coze.outcome_for = outcome(duration=0.3)
-    async with bot_with():
-        chat.send(LINK)
-        await wait_for_ack(chat)
+    async with link_acknowledged():
         telegram.fail_next(
             "sendMessage", status=429, description="Too Many Requests", retry_after=1
         )
@@ -255,12 +266,9 @@ async def test_telegram_asking_to_wait_is_honoured_and_the_text_sent_once(
 
 
 async def test_a_server_error_is_retried_with_backoff_and_sent_once(
-    bot_with: Callable[..., Any], chat: Conversation, coze: FakeCoze, telegram: FakeTelegram
+    link_acknowledged: Callable[..., Any], chat: Conversation, telegram: FakeTelegram
 ) -> None:
-    coze.outcome_for = outcome(duration=0.3)
-    async with bot_with():
-        chat.send(LINK)
-        await wait_for_ack(chat)
+    async with link_acknowledged():
         telegram.fail_next("sendMessage", status=500, description="Internal Server Error", count=2)
         await delivered()
         task = await task_one()
@@ -269,12 +277,9 @@ async def test_a_server_error_is_retried_with_backoff_and_sent_once(
 
 
 async def test_a_send_that_times_out_is_recorded_as_possibly_delivered_not_resent(
-    bot_with: Callable[..., Any], chat: Conversation, coze: FakeCoze, telegram: FakeTelegram
+    link_acknowledged: Callable[..., Any], chat: Conversation, telegram: FakeTelegram
 ) -> None:
-    coze.outcome_for = outcome(duration=0.3)
-    async with bot_with(telegram={"request_timeout_seconds": 0.5}):
-        chat.send(LINK)
-        await wait_for_ack(chat)
+    async with link_acknowledged(telegram={"request_timeout_seconds": 0.5}):
         telegram.delay_next("sendMessage", 1.5)  # Telegram has it; the bot hears nothing in time
         await delivered()
         await settled(1.5)
@@ -284,12 +289,9 @@ async def test_a_send_that_times_out_is_recorded_as_possibly_delivered_not_resen
 
 
 async def test_a_user_who_blocked_the_bot_is_tried_once_then_given_up(
-    bot_with: Callable[..., Any], chat: Conversation, coze: FakeCoze, telegram: FakeTelegram
+    link_acknowledged: Callable[..., Any], chat: Conversation, telegram: FakeTelegram
 ) -> None:
-    coze.outcome_for = outcome(duration=0.3)
-    async with bot_with():
-        chat.send(LINK)
-        await wait_for_ack(chat)
+    async with link_acknowledged():
         sends_before = len(telegram.calls_of("sendMessage"))
         telegram.block(chat.user_id)
 
@@ -304,12 +306,9 @@ async def test_a_user_who_blocked_the_bot_is_tried_once_then_given_up(
 
 
 async def test_a_refused_payload_is_changed_not_resent_as_it_was(
-    bot_with: Callable[..., Any], chat: Conversation, coze: FakeCoze, telegram: FakeTelegram
+    link_acknowledged: Callable[..., Any], chat: Conversation, telegram: FakeTelegram
 ) -> None:
-    coze.outcome_for = outcome(duration=0.3)
-    async with bot_with():
-        chat.send(LINK)
-        await wait_for_ack(chat)
+    async with link_acknowledged():
         telegram.fail_next("sendMessage", status=400, description="Bad Request: too long")
         await delivered()
     refused, *_ = telegram.calls_of("sendMessage")[1:]
