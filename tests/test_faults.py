@@ -35,6 +35,10 @@ from tests.conftest import (
 pytestmark = pytest.mark.asyncio
 
 LINK = "https://v.douyin.com/fault/"
+# About 9,400 characters: three messages (of at most 4096 UTF-16 units), not yet a document.
+THREE_MESSAGES_OF_TEXT = "\n\n".join(
+    f"Paragraph {n}: " + "words said in the video. " * 12 for n in range(30)
+)
 
 
 @pytest.fixture
@@ -322,8 +326,7 @@ async def test_a_refused_payload_is_changed_not_resent_as_it_was(
 async def test_a_long_text_interrupted_half_way_resumes_without_repeating_a_piece(
     bot_with: Callable[..., Any], chat: Conversation, coze: FakeCoze, telegram: FakeTelegram
 ) -> None:
-    paragraphs = [f"Paragraph {n}: " + "words said in the video. " * 12 for n in range(30)]
-    coze.outcome_for = outcome(duration=0.05, text="\n\n".join(paragraphs))
+    coze.outcome_for = outcome(duration=0.05, text=THREE_MESSAGES_OF_TEXT)
     pieces_tried: list[str] = []
 
     def fail_second_piece_once(method: str, params: dict[str, Any]) -> TelegramFault | None:
@@ -349,8 +352,7 @@ async def test_a_long_text_interrupted_half_way_resumes_without_repeating_a_piec
 async def test_messages_to_one_chat_are_paced(
     bot_with: Callable[..., Any], chat: Conversation, coze: FakeCoze, telegram: FakeTelegram
 ) -> None:
-    paragraphs = [f"Paragraph {n}: " + "words said in the video. " * 12 for n in range(30)]
-    coze.outcome_for = outcome(duration=0.05, text="\n\n".join(paragraphs))
+    coze.outcome_for = outcome(duration=0.05, text=THREE_MESSAGES_OF_TEXT)
     stamps: list[float] = []
 
     def record(method: str, params: dict[str, Any]) -> None:
