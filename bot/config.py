@@ -42,6 +42,7 @@ class CozeSettings(_Section):
     start_backoff_seconds: float = Field(default=2.0, ge=0)
     history_checks_per_second: float = Field(default=2.0, gt=0)
     max_concurrent_history_checks: int = Field(default=4, ge=1, le=100)
+    max_starts_per_second: float = Field(default=10.0, gt=0)
 
 
 class ServerSettings(_Section):
@@ -49,7 +50,13 @@ class ServerSettings(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
     public_url: str = ""
     callback_secret: SecretStr = SecretStr("")
+    # During a rotation of callback_secret: tokens made with the old one are still accepted.
+    previous_callback_secret: SecretStr = SecretStr("")
     max_callback_bytes: int = Field(default=1_048_576, ge=1024)
+    # An idle keep-alive connection is closed after this; a request whose headers and body
+    # have not arrived within read_timeout_seconds is dropped.
+    keepalive_timeout_seconds: float = Field(default=15.0, gt=0)
+    read_timeout_seconds: float = Field(default=10.0, gt=0)
 
 
 class StorageSettings(_Section):
@@ -76,6 +83,26 @@ class DeliverySettings(_Section):
     progress_edit_interval_seconds: float = Field(default=5.0, ge=0)
 
 
+class LimitSettings(_Section):
+    """Quotas (0 means no limit) and which links may become tasks."""
+
+    max_active_tasks_per_user: int = Field(default=3, ge=0)
+    max_tasks_per_user_per_day: int = Field(default=30, ge=0)
+    max_messages_per_user_per_minute: int = Field(default=20, ge=0)
+    max_concurrent_runs: int = Field(default=20, ge=0)
+    # Registered domains a link's host must be (or be under); empty: any public host.
+    allowed_hosts: list[str] = []
+
+
+class AccessSettings(_Section):
+    """Who may use the bot: Telegram user ids. /block and /unblock change it at run time."""
+
+    admins: list[int] = []
+    blocked_users: list[int] = []
+    # When not empty, only these users (and the admins) may use the bot.
+    allowed_users: list[int] = []
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -87,6 +114,8 @@ class Settings(_Section):
     storage: StorageSettings = StorageSettings()
     tasks: TaskSettings = TaskSettings()
     delivery: DeliverySettings = DeliverySettings()
+    limits: LimitSettings = LimitSettings()
+    access: AccessSettings = AccessSettings()
     logging: LoggingSettings = LoggingSettings()
 
 
@@ -95,6 +124,7 @@ SECRET_ENV = {
     "TELEGRAM_BOT_TOKEN": ("telegram", "token"),
     "COZE_API_TOKEN": ("coze", "token"),
     "CALLBACK_SECRET": ("server", "callback_secret"),
+    "PREVIOUS_CALLBACK_SECRET": ("server", "previous_callback_secret"),
 }
 MIN_SECRET_LENGTH = 16
 
@@ -150,10 +180,18 @@ def _check_required(settings: Settings) -> None:
             raise ConfigError(
                 f"{section}.{key}: not set (set it in the config file or {env_of[section, key]})"
             )
-    if len(settings.server.callback_secret.get_secret_value()) < MIN_SECRET_LENGTH:
-        raise ConfigError(
-            f"server.callback_secret: too short (at least {MIN_SECRET_LENGTH} characters)"
-        )
+    for key, secret in (
+        ("callback_secret", settings.server.callback_secret),
+        ("previous_callback_secret", settings.server.previous_callback_secret),
+    ):
+        value = secret.get_secret_value()
+        if (value or key == "callback_secret") and len(value) < MIN_SECRET_LENGTH:
+            raise ConfigError(f"server.{key}: too short (at least {MIN_SECRET_LENGTH} characters)")
+    for host in settings.limits.allowed_hosts:
+        if not host or "/" in host or ":" in host or host != host.strip().lower().strip("."):
+            raise ConfigError(
+                f"limits.allowed_hosts: {host!r} is not a domain name like douyin.com"
+            )
     if not settings.coze.workflow_id:
         raise ConfigError("coze.workflow_id: not set (the id of your published workflow)")
     for key, url in (

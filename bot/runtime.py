@@ -63,6 +63,7 @@ def secrets_of(settings: Settings) -> tuple[str, ...]:
         settings.telegram.token.get_secret_value(),
         settings.coze.token.get_secret_value(),
         settings.server.callback_secret.get_secret_value(),
+        settings.server.previous_callback_secret.get_secret_value(),
     )
 
 

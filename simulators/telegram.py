@@ -1247,6 +1247,14 @@ class FakeTelegram(SimulatorServer):
         self._queue_update({"callback_query": query})
         return query_id
 
+    def queue_update(self, payload: JSONDict) -> int:
+        """Queue any update as Telegram would send it (``{"message": {...}}`` and so on, without
+        the ``update_id``, which is assigned here); return its update_id. Nothing is checked, so
+        tests can send shapes the helpers above do not make."""
+        before = len(self._updates)
+        self._queue_update(copy.deepcopy(payload))
+        return int(self._updates[-1]["update_id"]) if len(self._updates) > before else -1
+
     def block(self, user_id: int) -> None:
         """From now on sends to this chat fail with 403 "Forbidden: bot was blocked by the user"."""
         self._blocked.add(user_id)
