@@ -101,6 +101,7 @@ def _task_service(settings: Settings, public_url: str) -> CleanupContext:
         service = TaskService(
             coze,
             callback_secret=settings.server.callback_secret.get_secret_value(),
+            previous_callback_secret=settings.server.previous_callback_secret.get_secret_value(),
             max_retries=settings.tasks.max_retries,
             timeout_seconds=settings.tasks.timeout_seconds,
             reconcile_after_seconds=settings.tasks.reconcile_after_seconds,

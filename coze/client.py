@@ -40,7 +40,9 @@ OPERATOR_HINTS = {
 
 def callback_token(secret: str, run_id: str) -> str:
     """The token a run's callback must echo: hex(HMAC-SHA256(secret, run_id))."""
-    return hmac.new(secret.encode(), run_id.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(
+        secret.encode(), run_id.encode("utf-8", "surrogatepass"), hashlib.sha256
+    ).hexdigest()
 
 
 class ErrorClass(StrEnum):

@@ -125,6 +125,7 @@ class TaskService:
         starter: WorkflowStarter,
         *,
         callback_secret: str,
+        previous_callback_secret: str = "",
         max_retries: int,
         timeout_seconds: float,
         reconcile_after_seconds: float = 120.0,
@@ -132,7 +133,10 @@ class TaskService:
         start_policy: StartPolicy | None = None,
     ) -> None:
         self._starter = starter
-        self._callback_secret = callback_secret
+        # The current secret first; the previous one (during a rotation) is still accepted.
+        self._callback_secrets = tuple(
+            secret for secret in (callback_secret, previous_callback_secret) if secret
+        )
         self.max_retries = max_retries
         self._timeout = dt.timedelta(seconds=timeout_seconds)
         self._reconcile_after = dt.timedelta(seconds=reconcile_after_seconds)
@@ -245,8 +249,7 @@ class TaskService:
     # --- outcomes ----------------------------------------------------------------------------
 
     async def handle_callback(self, report: CallbackReport) -> CallbackReceipt:
-        expected = callback_token(self._callback_secret, report.run_id)
-        if not hmac.compare_digest(expected, report.token):
+        if not self.token_is_valid(report.run_id, report.token):
             return CallbackReceipt.BAD_TOKEN
         if report.status == "processing":
             result = await repository.update_progress(report.run_id, report.progress or 0)
@@ -262,6 +265,19 @@ class TaskService:
         if result is ApplyResult.UNKNOWN:
             return CallbackReceipt.UNKNOWN_RUN
         return CallbackReceipt.ACCEPTED
+
+    def token_is_valid(self, run_id: str, token: str) -> bool:
+        """Whether `token` is the run's callback token under the current or previous secret.
+
+        Compared as bytes in constant time: any text an attacker sends (non-ASCII, lone
+        surrogates) is simply a wrong token.
+        """
+        given = token.encode("utf-8", "surrogatepass")
+        valid = False
+        for secret in self._callback_secrets:
+            expected = callback_token(secret, run_id).encode()
+            valid |= hmac.compare_digest(expected, given)
+        return valid
 
     async def settle_from_history(self, task: Task, history: RunHistory) -> ApplyResult:
         """Apply what Coze's run history says, through the same transition as a callback."""
