@@ -184,8 +184,8 @@ def _check_required(settings: Settings) -> None:
         ("callback_secret", settings.server.callback_secret),
         ("previous_callback_secret", settings.server.previous_callback_secret),
     ):
-        value = secret.get_secret_value()
-        if (value or key == "callback_secret") and len(value) < MIN_SECRET_LENGTH:
+        plain = secret.get_secret_value()
+        if (plain or key == "callback_secret") and len(plain) < MIN_SECRET_LENGTH:
             raise ConfigError(f"server.{key}: too short (at least {MIN_SECRET_LENGTH} characters)")
     for host in settings.limits.allowed_hosts:
         if not host or "/" in host or ":" in host or host != host.strip().lower().strip("."):

@@ -19,12 +19,15 @@ from telegram.ext import (
 from bot import texts
 from bot.links import links_in
 from storage.repository import RetryRefusal
-from tasks import TaskService, UserInfo
+from tasks import AccessList, Allowance, QuotaRefusal, TaskService, UserInfo
+from tasks.stats import collect_stats
 
 log = logging.getLogger(__name__)
 
 RETRY_PREFIX = "retry:"
-_RETRY_DATA = re.compile(r"^retry:(\d{1,12})$")
+_RETRY_DATA = re.compile(r"^retry:([0-9]{1,12})$")
+# ASCII digits only: str.isdigit() is also true of "²" and other digits int() cannot read.
+_NUMBER = re.compile(r"#?([0-9]{1,12})")
 
 
 def retry_markup(task_id: int) -> InlineKeyboardMarkup:
@@ -40,9 +43,18 @@ def _reply_to(message: Message) -> ReplyParameters:
 class Handlers:
     """Handlers bound to the task service (passed in, never global)."""
 
-    def __init__(self, service: TaskService, *, max_links_per_message: int) -> None:
+    def __init__(
+        self,
+        service: TaskService,
+        *,
+        max_links_per_message: int,
+        access: AccessList | None = None,
+        max_tasks_per_day: int = 0,
+    ) -> None:
         self._service = service
         self._max_links = max_links_per_message
+        self._access = access or AccessList()
+        self._max_tasks_per_day = max_tasks_per_day
 
     def register(self, application: Application) -> None:  # type: ignore[type-arg]
         private_messages = filters.UpdateType.MESSAGE
@@ -50,6 +62,9 @@ class Handlers:
         application.add_handler(CommandHandler("help", self.help, filters=private_messages))
         application.add_handler(CommandHandler("tasks", self.tasks, filters=private_messages))
         application.add_handler(CommandHandler("status", self.status, filters=private_messages))
+        application.add_handler(CommandHandler("stats", self.stats, filters=private_messages))
+        application.add_handler(CommandHandler("block", self.block, filters=private_messages))
+        application.add_handler(CommandHandler("unblock", self.unblock, filters=private_messages))
         application.add_handler(MessageHandler(private_messages & filters.COMMAND, self.unknown))
         application.add_handler(MessageHandler(private_messages, self.on_message))
         application.add_handler(CallbackQueryHandler(self.on_button))
@@ -79,9 +94,21 @@ class Handlers:
         user = UserInfo(id=sender.id, first_name=sender.first_name, username=sender.username)
         # Store first: once this returns, the tasks survive anything that happens next.
         submission = await self._service.submit(
-            user, chat_id=message.chat_id, message_id=message.message_id, links=taken
+            user,
+            chat_id=message.chat_id,
+            message_id=message.message_id,
+            links=taken,
+            exempt=self._access.is_admin(sender.id),
         )
         tasks = submission.tasks
+        if not tasks:
+            # Over a quota: nothing stored, no run started.
+            await message.reply_text(
+                self._quota_words(submission.allowance),
+                parse_mode=None,
+                reply_parameters=_reply_to(message),
+            )
+            return
         if not submission.new:
             # Replayed after a crash: the tasks exist and are under way; answer only if the
             # acknowledgement never went out.
@@ -94,9 +121,16 @@ class Handlers:
                 for task in tasks:
                     await self._service.set_ack_message(task, ack.message_id)
             return
+        over_quota = None
+        if submission.refused:
+            over_quota = texts.links_not_taken(
+                submission.refused, self._quota_words(submission.allowance)
+            )
         try:
             ack = await message.reply_text(
-                texts.accepted(tasks, skipped), parse_mode=None, reply_parameters=_reply_to(message)
+                texts.accepted(tasks, skipped, places=submission.places, over_quota=over_quota),
+                parse_mode=None,
+                reply_parameters=_reply_to(message),
             )
             for task in tasks:
                 await self._service.set_ack_message(task, ack.message_id)
@@ -118,13 +152,14 @@ class Handlers:
         if message is None or sender is None:
             return
         args = context.args or []
-        number = args[0].lstrip("#") if len(args) == 1 else ""
-        if not number.isdigit() or len(number) > 12:
+        match = _NUMBER.fullmatch(args[0]) if len(args) == 1 else None
+        if match is None:
             await message.reply_text(texts.STATUS_USAGE, parse_mode=None)
             return
-        task = await self._service.task_of(sender.id, int(number))
+        number = int(match.group(1))
+        task = await self._service.task_of(sender.id, number)
         if task is None:
-            await message.reply_text(texts.no_such_task(int(number)), parse_mode=None)
+            await message.reply_text(texts.no_such_task(number), parse_mode=None)
             return
         await message.reply_text(
             texts.task_status(task, self._service.max_retries), parse_mode=None
@@ -139,8 +174,14 @@ class Handlers:
             await query.answer(texts.BUTTON_UNKNOWN)
             return
         decision = await self._service.retry(
-            task_id=int(match.group(1)), user_id=query.from_user.id
+            task_id=int(match.group(1)),
+            user_id=query.from_user.id,
+            exempt=self._access.is_admin(query.from_user.id),
         )
+        if isinstance(decision, Allowance):
+            # A Retry is a task for the quotas: the button stays for later.
+            await query.answer(self._quota_words(decision), show_alert=True)
+            return
         task = decision.task
         if decision.refusal is RetryRefusal.NOT_FOUND or task is None:
             # A forged button, or someone else's: say nothing about the task, change nothing.
@@ -155,6 +196,55 @@ class Handlers:
             await query.answer(texts.retrying(task, self._service.max_retries))
         # Either way this button has done its work: the new outcome brings a fresh one.
         await self._remove_button(query.message)
+
+    def _quota_words(self, allowance: Allowance) -> str:
+        if allowance.refusal is QuotaRefusal.DAILY_LIMIT:
+            return texts.daily_limit(self._max_tasks_per_day, allowance.next_possible_at)
+        return texts.too_many_active(allowance.active)
+
+    # --- admins ------------------------------------------------------------------------------
+
+    async def stats(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message, sender = update.effective_message, update.effective_user
+        if message is None or sender is None:
+            return
+        if not self._access.is_admin(sender.id):
+            await message.reply_text(texts.UNKNOWN_COMMAND, parse_mode=None)
+            return
+        await message.reply_text(texts.stats(await collect_stats()), parse_mode=None)
+
+    async def block(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._change_block(update, context, blocking=True)
+
+    async def unblock(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._change_block(update, context, blocking=False)
+
+    async def _change_block(
+        self, update: Update, context: ContextTypes.DEFAULT_TYPE, *, blocking: bool
+    ) -> None:
+        message, sender = update.effective_message, update.effective_user
+        if message is None or sender is None:
+            return
+        if not self._access.is_admin(sender.id):
+            await message.reply_text(texts.UNKNOWN_COMMAND, parse_mode=None)
+            return
+        args = context.args or []
+        match = _NUMBER.fullmatch(args[0]) if len(args) == 1 else None
+        if match is None:
+            await message.reply_text(texts.BLOCK_USAGE, parse_mode=None)
+            return
+        user_id = int(match.group(1))
+        if blocking and self._access.is_admin(user_id):
+            await message.reply_text(texts.CANNOT_BLOCK_ADMIN, parse_mode=None)
+            return
+        if blocking:
+            changed = await self._access.block(user_id, by=sender.id)
+            answer = texts.blocked(user_id, changed)
+        else:
+            changed = await self._access.unblock(user_id, by=sender.id)
+            answer = texts.unblocked(user_id, changed)
+        log.info("admin %s %s user %s", sender.id, "blocked" if blocking else "unblocked", user_id)
+        await message.reply_text(answer, parse_mode=None)
 
     @staticmethod
     async def _remove_button(message: object) -> None:

@@ -6,6 +6,7 @@ import datetime as dt
 import re
 
 from storage import Task, TaskState, User
+from tasks.stats import PeriodStats, Stats
 
 KNOWN_PLATFORMS = (
     "Douyin (抖音)",
@@ -72,7 +73,15 @@ FAILURE_WORDS = {
 GENERIC_FAILURE = "Something went wrong while extracting the text."
 
 
-def accepted(tasks: list[Task], skipped: int) -> str:
+def accepted(
+    tasks: list[Task],
+    skipped: int,
+    *,
+    places: dict[int, int] | None = None,
+    over_quota: str | None = None,
+) -> str:
+    """The acknowledgement. `places`: queued tasks' places in line; `over_quota`: why some
+    links of the message were not taken."""
     if len(tasks) == 1:
         text = (
             f"Got it! Task #{tasks[0].id} is on its way. I'll send the text here when it's ready."
@@ -80,9 +89,55 @@ def accepted(tasks: list[Task], skipped: int) -> str:
     else:
         numbers = ", ".join(f"#{task.id}" for task in tasks)
         text = f"Got it! Tasks {numbers} are on their way. I'll send each text here when ready."
+    for task in tasks:
+        place = (places or {}).get(task.id)
+        if place is not None:
+            text += f"\n#{task.id} is queued: the bot is busy, and it is number {place} in line."
     if skipped:
         text += f"\n({skipped} more link(s) skipped: send them in another message.)"
+    if over_quota:
+        text += f"\n{over_quota}"
     return text
+
+
+def too_many_active(active: int) -> str:
+    return (
+        f"You already have {active} task(s) running. Please wait until one of them is done, "
+        "then send the link again."
+    )
+
+
+def daily_limit(limit: int, next_possible_at: dt.datetime | None) -> str:
+    text = f"You have reached the limit of {limit} tasks in 24 hours."
+    if next_possible_at is not None:
+        text += f" Your next task will be possible at {_when(next_possible_at)}."
+    return text
+
+
+def links_not_taken(count: int, reason: str) -> str:
+    return f"{count} link(s) not taken: {reason}"
+
+
+SLOW_DOWN = (
+    "You are sending messages too fast. I'll ignore new messages for a minute; "
+    "please send your links more slowly."
+)
+NOT_ALLOWED = "Sorry, this bot is private and only open to invited users."
+
+ADMIN_ONLY = "This command is for the bot's admins."
+BLOCK_USAGE = "Send /block ID or /unblock ID with a Telegram user id, for example: /block 12345"
+
+
+def blocked(user_id: int, changed: bool) -> str:
+    return f"User {user_id} is blocked." if changed else f"User {user_id} was already blocked."
+
+
+def unblocked(user_id: int, changed: bool) -> str:
+    return f"User {user_id} is unblocked." if changed else f"User {user_id} was not blocked."
+
+
+CANNOT_BLOCK_ADMIN = "Admins cannot be blocked."
+TRIMMED_NOTE = "(Coze cut this text: it was too long to come back whole.)"
 
 
 def accepted_with_progress(tasks: list[Task]) -> str:
@@ -97,7 +152,10 @@ def accepted_with_progress(tasks: list[Task]) -> str:
 
 
 def result_header(task: Task) -> str:
-    return f"Task #{task.id} - text of {task.input_url}"
+    header = f"Task #{task.id} - text of {task.input_url}"
+    if task.output_trimmed:
+        header += "\n" + TRIMMED_NOTE
+    return header
 
 
 def document_caption(task: Task, preview: str) -> str:
@@ -199,3 +257,38 @@ def task_status(task: Task, max_retries: int) -> str:
 
 def no_such_task(number: int) -> str:
     return f"You have no task #{number}. /tasks lists yours."
+
+
+def _period_lines(title: str, period: PeriodStats) -> list[str]:
+    rate = period.success_rate
+    median = period.median_seconds_to_text
+    lines = [
+        f"{title}: {period.tasks} task(s)",
+        "  succeeded: "
+        + (f"{rate:.0%} of {period.finished} finished" if rate is not None else "none finished"),
+        "  median time from link to text: "
+        + (f"{median:.0f} s" if median is not None else "no text yet"),
+        f"  Coze calls: {period.coze_calls}",
+    ]
+    if period.failure_reasons:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in period.failure_reasons)
+        lines.append(f"  top failures: {reasons}")
+    if period.busiest_users:
+        users = ", ".join(
+            f"{user_id}{f' (@{name})' if name else ''} {count}"
+            for user_id, name, count in period.busiest_users
+        )
+        lines.append(f"  busiest users: {users}")
+    return lines
+
+
+def stats(figures: Stats) -> str:
+    lines = [
+        *_period_lines("Today (UTC)", figures.today),
+        "",
+        *_period_lines("Last 7 days", figures.week),
+        "",
+        f"Outcomes waiting to be sent: {figures.outbox_backlog}",
+        f"Tasks waiting for a Coze run: {figures.waiting_for_a_run}",
+    ]
+    return "\n".join(lines)

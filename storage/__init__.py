@@ -9,6 +9,7 @@ from storage.models import (
     TaskRun,
     TaskState,
     User,
+    UserAccess,
 )
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "TaskRun",
     "TaskState",
     "User",
+    "UserAccess",
     "open_database",
     "ping",
 ]

@@ -89,6 +89,8 @@ class Task(Model):
     # Progress shown in the acknowledgement message, and when it was last edited (throttle).
     progress_shown = fields.IntField(default=0, db_default=0)
     progress_edited_at = fields.DatetimeField(null=True)
+    # Coze said the run's output was cut (is_output_trimmed): the user is told.
+    output_trimmed = fields.BooleanField(default=False, db_default=False)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
     started_at = fields.DatetimeField(null=True)
@@ -123,7 +125,21 @@ class InboxUpdate(Model):
     update_id = fields.BigIntField(primary_key=True, generated=False)
     payload = fields.TextField()
     handled = fields.BooleanField(default=False)
+    # Set aside: it could not be read or handled (it is also marked handled, so never replayed).
+    poisoned = fields.BooleanField(default=False, db_default=False)
     received_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
         table = "inbox_updates"
+
+
+# Who is blocked, as changed by admins with /block and /unblock. A row overrides the config's
+# access.blocked_users for that user (so /unblock of a user the config blocks sticks).
+class UserAccess(Model):
+    user_id = fields.BigIntField(primary_key=True, generated=False)
+    blocked = fields.BooleanField()
+    changed_by = fields.BigIntField()
+    changed_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "user_access"

@@ -8,6 +8,7 @@ the other sees 0 rows updated and backs off.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
@@ -25,6 +26,7 @@ from storage.models import (
     TaskRun,
     TaskState,
     User,
+    UserAccess,
 )
 
 
@@ -131,6 +133,7 @@ class Outcome:
     text: str = ""
     error_kind: str | None = None
     error_detail: str | None = None
+    trimmed: bool = False  # Coze cut the output (is_output_trimmed)
 
 
 async def apply_outcome(run_id: str, outcome: Outcome, *, via_callback: bool) -> ApplyResult:
@@ -144,6 +147,7 @@ async def apply_outcome(run_id: str, outcome: Outcome, *, via_callback: bool) ->
         values: dict[str, object] = {
             "state": TaskState.COMPLETED if outcome.succeeded else TaskState.FAILED,
             "result_text": outcome.text if outcome.succeeded else None,
+            "output_trimmed": outcome.succeeded and outcome.trimmed,
             "error_kind": None if outcome.succeeded else outcome.error_kind,
             "error_detail": None if outcome.succeeded else outcome.error_detail,
             "progress": 100 if outcome.succeeded else task.progress,
@@ -231,6 +235,7 @@ async def begin_retry(
             resent_after_crash=False,
             progress_shown=0,
             progress_edited_at=None,
+            output_trimmed=False,
         )
         if updated == 1:
             await TaskRun.create(run_id=new_run_id, task_id=task_id)
@@ -296,9 +301,36 @@ async def expire(task: Task, moment: dt.datetime) -> bool:
     return updated == 1
 
 
-async def pending_tasks() -> list[Task]:
-    """Tasks stored but never started (e.g. left by a crash), oldest first."""
-    return await Task.filter(state=TaskState.PENDING).order_by("id")
+async def pending_tasks(limit: int | None = None, exclude: Collection[int] = ()) -> list[Task]:
+    """Tasks stored but not started (waiting their turn, or left by a crash), oldest first,
+    leaving out the ids in `exclude` (starts under way)."""
+    query = Task.filter(state=TaskState.PENDING)
+    if exclude:
+        query = query.exclude(id__in=list(exclude))
+    query = query.order_by("id")
+    return await (query.limit(limit) if limit is not None else query)
+
+
+async def processing_count() -> int:
+    """Runs in flight: tasks whose run Coze accepted and whose outcome has not come."""
+    return await Task.filter(state=TaskState.PROCESSING).count()
+
+
+async def runs_in_flight_or_waiting(*, before_task_id: int, exclude: Collection[int]) -> int:
+    """Runs in flight plus tasks waiting for a run that arrived before `before_task_id`,
+    leaving out the ids in `exclude` (starts under way)."""
+    waiting = Task.filter(state=TaskState.PENDING, id__lt=before_task_id)
+    if exclude:
+        waiting = waiting.exclude(id__in=list(exclude))
+    return await processing_count() + await waiting.count()
+
+
+async def set_deadline(task_id: int, run_id: str, expires_at: dt.datetime) -> bool:
+    """Set the deadline of a pending run about to start; False if it is no longer pending."""
+    updated = await Task.filter(id=task_id, run_id=run_id, state=TaskState.PENDING).update(
+        expires_at=expires_at
+    )
+    return updated == 1
 
 
 async def undelivered_outcomes(
@@ -496,6 +528,20 @@ async def mark_update_handled(update_id: int) -> None:
     await InboxUpdate.filter(update_id=update_id).update(handled=True)
 
 
+async def set_update_aside(update_id: int, kind: str) -> None:
+    """Mark an update poisoned (and handled, so it is never replayed). Its content is dropped:
+    the operator gets its id and type, which is all a log line may show."""
+    placeholder = json.dumps({"update_id": update_id, "poisoned": kind})
+    async with in_transaction():
+        updated = await InboxUpdate.filter(update_id=update_id).update(
+            handled=True, poisoned=True, payload=placeholder
+        )
+        if not updated:
+            await InboxUpdate.create(
+                update_id=update_id, payload=placeholder, handled=True, poisoned=True
+            )
+
+
 async def newest_update_id() -> int | None:
     newest = await InboxUpdate.all().order_by("-update_id").first()
     return newest.update_id if newest is not None else None
@@ -504,3 +550,77 @@ async def newest_update_id() -> int | None:
 async def tasks_of_message(chat_id: int, request_message_id: int) -> list[Task]:
     """The tasks made from one message (to handle a replayed update only once)."""
     return await Task.filter(chat_id=chat_id, request_message_id=request_message_id).order_by("id")
+
+
+# --- quotas and access ----------------------------------------------------------------------
+
+
+async def active_task_count(user_id: int) -> int:
+    """The user's tasks still waiting for a run or running."""
+    return await Task.filter(
+        user_id=user_id, state__in=(TaskState.PENDING, TaskState.PROCESSING)
+    ).count()
+
+
+async def runs_since(user_id: int, since: dt.datetime, limit: int) -> list[dt.datetime]:
+    """When the user's runs (first attempts and retries) since `since` were stored, oldest
+    first, at most the `limit` newest of them."""
+    runs = (
+        await TaskRun.filter(task__user_id=user_id, created_at__gt=since)
+        .order_by("-created_at")
+        .limit(limit)
+        .values_list("created_at", flat=True)
+    )
+    return sorted(runs)  # type: ignore[arg-type]
+
+
+async def access_changes() -> list[tuple[int, bool]]:
+    """(user id, blocked) for every user an admin blocked or unblocked."""
+    rows = await UserAccess.all().values_list("user_id", "blocked")
+    return [(int(user_id), bool(blocked)) for user_id, blocked in rows]
+
+
+async def set_blocked(user_id: int, *, blocked: bool, changed_by: int) -> None:
+    await UserAccess.update_or_create(
+        user_id=user_id, defaults={"blocked": blocked, "changed_by": changed_by}
+    )
+
+
+# --- figures for /stats ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    user_id: int
+    state: TaskState
+    error_kind: str | None
+    checks: int
+    created_at: dt.datetime
+    completed_at: dt.datetime | None
+
+
+async def task_rows_since(since: dt.datetime) -> list[TaskRow]:
+    rows = await Task.filter(created_at__gte=since).values_list(
+        "user_id", "state", "error_kind", "checks", "created_at", "completed_at"
+    )
+    return [TaskRow(*row) for row in rows]
+
+
+async def runs_started_since(since: dt.datetime) -> int:
+    """Coze runs started (first attempts and retries) since `since`."""
+    return await TaskRun.filter(created_at__gte=since, execute_id__isnull=False).count()
+
+
+async def outbox_backlog() -> int:
+    return await Task.filter(
+        state__in=FINISHED_STATES, notification_sent=False, undeliverable=False
+    ).count()
+
+
+async def pending_count() -> int:
+    return await Task.filter(state=TaskState.PENDING).count()
+
+
+async def usernames(user_ids: list[int]) -> dict[int, str | None]:
+    rows = await User.filter(id__in=user_ids).values_list("id", "username")
+    return {int(user_id): username for user_id, username in rows}

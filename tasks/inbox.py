@@ -3,7 +3,8 @@
 getUpdates hands over each update until a later call's offset confirms it; after that only we
 have it. So an update is stored before the next getUpdates call, and marked handled once its
 handler has run. One taken but not handled when the process dies is handled at the next start,
-and polling resumes after the newest stored update, so none is handled twice either.
+and polling resumes after the newest stored update, so none is handled twice either. An update
+that cannot be stored or handled is set aside as poisoned, so it never blocks the others.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ class Inbox:
 
     async def handled(self, update_id: int) -> None:
         await repository.mark_update_handled(update_id)
+
+    async def set_aside(self, update_id: int, kind: str) -> None:
+        """Poisoned: never handled again; only its id and type are kept for the operator."""
+        await repository.set_update_aside(update_id, kind)
 
     async def next_offset(self) -> int | None:
         """The getUpdates offset after the newest update ever stored (None: none stored)."""

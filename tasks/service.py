@@ -17,14 +17,20 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any, Literal, Protocol
 
+from aiolimiter import AsyncLimiter
 from tortoise.timezone import now
 
 from coze import CozeCallError, RunHistory, RunStatus, StartedRun, callback_token
 from storage import Task, User, repository
 from storage.repository import ApplyResult, Outcome, RetryDecision
 from tasks.outbox import Outbox
+from tasks.quotas import UNLIMITED, Allowance, Quotas
+from tasks.text import clean_text
 
 log = logging.getLogger(__name__)
+
+DISPATCH_INTERVAL_SECONDS = 5.0
+DISPATCH_BATCH = 100  # pending tasks started per look when runs are not limited
 
 
 class FailureKind(StrEnum):
@@ -65,6 +71,11 @@ class UserInfo:
 class Submission:
     tasks: list[Task]
     new: bool  # False: the message was handled before (a replayed update)
+    # Links the user's quotas left out (the allowance says why), and each queued task's place
+    # in the line for a Coze run (tasks not listed start at once).
+    refused: int = 0
+    allowance: Allowance = UNLIMITED
+    places: dict[int, int] | None = None
 
 
 class CallbackReceipt(Enum):
@@ -89,15 +100,17 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
-def workflow_outcome(*, succeeded: bool, text: str, error: str) -> Outcome:
+def workflow_outcome(*, succeeded: bool, text: str, error: str, trimmed: bool = False) -> Outcome:
     """What a finished run brought, however we learnt it (its callback or its run history).
 
     A success without text is a failure of its own kind. On a failure the workflow's own
     message is kept as the detail; the user reads it only when it is a plain sentence
     (bot.delivery decides), next to the words for a failed workflow.
     """
+    # NUL and other control characters never reach the database or a user.
+    text, error = clean_text(text), clean_text(error)
     if succeeded and text.strip():
-        return Outcome(succeeded=True, text=text)
+        return Outcome(succeeded=True, text=text, trimmed=trimmed)
     if succeeded:
         return Outcome(
             succeeded=False,
@@ -116,6 +129,7 @@ def outcome_of_history(history: RunHistory) -> Outcome:
         text=history.text,
         error=history.error_message.strip()
         or f"the workflow failed (Coze error {history.error_code})",
+        trimmed=getattr(history, "output_trimmed", False),
     )
 
 
@@ -131,6 +145,9 @@ class TaskService:
         reconcile_after_seconds: float = 120.0,
         max_check_interval_seconds: float = 600.0,
         start_policy: StartPolicy | None = None,
+        quotas: Quotas | None = None,
+        max_concurrent_runs: int = 0,
+        max_starts_per_second: float = 10.0,
     ) -> None:
         self._starter = starter
         # The current secret first; the previous one (during a rotation) is still accepted.
@@ -148,13 +165,28 @@ class TaskService:
         self.outbox = Outbox()
         self._background: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
+        self.quotas = quotas or Quotas()
+        # Coze runs in flight for the whole bot (0: no limit); tasks past it wait, pending, in
+        # arrival order. Starts are spaced out so run-history checks keep their share of QPS.
+        self._max_runs = max_concurrent_runs
+        self._start_limiter = AsyncLimiter(1, 1.0 / max_starts_per_second)
+        self._starting: set[int] = set()  # tasks whose run is being started right now
+        self._dispatch_wanted = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
 
     # --- accepting links ---------------------------------------------------------------------
 
     async def submit(
-        self, user: UserInfo, *, chat_id: int, message_id: int, links: list[str]
+        self,
+        user: UserInfo,
+        *,
+        chat_id: int,
+        message_id: int,
+        links: list[str],
+        exempt: bool = False,
     ) -> Submission:
-        """Store one pending task per link. Call `start_all` once the user has been answered.
+        """Store one pending task per link the user's quotas allow (all if `exempt`). Call
+        `start_all` once the user has been answered.
 
         A message handled before (an update replayed after a crash) gets its tasks back, not
         new ones; they were started (or are resumed at start-up) already.
@@ -162,29 +194,106 @@ class TaskService:
         existing = await repository.tasks_of_message(chat_id, message_id)
         if existing:
             return Submission(existing, new=False)
+        allowance = UNLIMITED if exempt else await self.quotas.allowance(user.id)
+        taken = links[: allowance.allows(len(links))]
+        if not taken:
+            return Submission([], new=True, refused=len(links), allowance=allowance)
         await repository.upsert_user(user.id, user.first_name, user.username)
         tasks = await repository.create_tasks(
             user_id=user.id,
             chat_id=chat_id,
             request_message_id=message_id,
-            links=[(link, new_run_id()) for link in links],
-            expires_at=now() + self._timeout,
+            links=[(link, new_run_id()) for link in taken],
+            # The deadline is set when the run is started (a queued task waits without one).
+            expires_at=None,
         )
-        return Submission(tasks, new=True)
+        return Submission(
+            tasks,
+            new=True,
+            refused=len(links) - len(taken),
+            allowance=allowance,
+            places=await self._queue_places(tasks),
+        )
+
+    async def _queue_places(self, tasks: list[Task]) -> dict[int, int]:
+        """Each new task's place in the line for a run, for those that must wait."""
+        if not self._max_runs or not tasks:
+            return {}
+        ahead = await repository.runs_in_flight_or_waiting(
+            before_task_id=tasks[0].id, exclude=self._starting
+        )
+        ahead += len(self._starting)
+        places = {}
+        for index, task in enumerate(tasks):
+            number_in_line = ahead + index + 1
+            if number_in_line > self._max_runs:
+                places[task.id] = number_in_line - self._max_runs
+        return places
 
     async def set_ack_message(self, task: Task, message_id: int) -> None:
         await repository.set_ack_message(task.id, message_id)
 
     def start_all(self, tasks: list[Task]) -> None:
-        """Start the tasks' runs in the background: the caller never waits on Coze."""
-        for task in tasks:
-            self._spawn(self._start(task.id, task.run_id, task.input_url))
+        """Have the tasks' runs started in the background: the caller never waits on Coze.
+
+        Pending tasks are started in arrival order, as long as fewer than max_concurrent_runs
+        runs are in flight; the others wait their turn (they are pending in the database, so
+        a restart finds them too).
+        """
+        if self._closing.is_set():
+            return
+        self._dispatch_wanted.set()
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.create_task(self._dispatch(), name="run-starter")
 
     async def resume_pending(self) -> int:
         """Start the runs of tasks left pending (e.g. by a crash before Coze was called)."""
         pending = await repository.pending_tasks()
         self.start_all(pending)
         return len(pending)
+
+    def run_finished(self) -> None:
+        """A run left flight (settled, failed to start, timed out): a waiting task may start."""
+        if self._max_runs:
+            self._dispatch_wanted.set()
+
+    async def _dispatch(self) -> None:
+        while not self._closing.is_set():
+            self._dispatch_wanted.clear()
+            try:
+                await self._start_waiting()
+            except Exception:
+                log.exception("could not start waiting tasks; trying again shortly")
+            # Woken by new tasks and finished runs; the timer catches anything else (a run
+            # timed out by the reconciler, a task pending after a database hiccup).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DISPATCH_INTERVAL_SECONDS):
+                    await self._dispatch_wanted.wait()
+
+    async def _start_waiting(self) -> None:
+        if self._max_runs:
+            in_flight = await repository.processing_count() + len(self._starting)
+            room = self._max_runs - in_flight
+        else:
+            room = DISPATCH_BATCH
+        if room <= 0:
+            return
+        for task in await repository.pending_tasks(limit=room, exclude=self._starting):
+            if self._closing.is_set():
+                return
+            self._starting.add(task.id)
+            # The deadline counts from the start of the run, not from a wait in the queue.
+            if not await repository.set_deadline(task.id, task.run_id, now() + self._timeout):
+                self._starting.discard(task.id)
+                continue
+            self._spawn(self._start_tracked(task.id, task.run_id, task.input_url))
+
+    async def _start_tracked(self, task_id: int, run_id: str, link: str) -> None:
+        try:
+            await self._start(task_id, run_id, link)
+        finally:
+            self._starting.discard(task_id)
+            self._dispatch_wanted.set()
 
     async def _start(self, task_id: int, run_id: str, link: str) -> None:
         policy = self._start_policy
@@ -196,6 +305,7 @@ class TaskService:
                     log.info("task %s: no longer pending (timed out?), not starting", task_id)
                     return
             try:
+                await self._start_limiter.acquire()
                 run = await self._starter.start(link, run_id)
             except CozeCallError as exc:
                 if exc.transient and attempt < policy.attempts:
@@ -261,6 +371,7 @@ class TaskService:
             )
             if result is ApplyResult.APPLIED:
                 self.outbox_ready.set()
+                self.run_finished()
         log.info("callback for run %s (%s): %s", report.run_id, report.status, result.value)
         if result is ApplyResult.UNKNOWN:
             return CallbackReceipt.UNKNOWN_RUN
@@ -286,6 +397,7 @@ class TaskService:
         )
         if result is ApplyResult.APPLIED:
             self.outbox_ready.set()
+            self.run_finished()
         return result
 
     async def check_later(self, task: Task) -> None:
@@ -310,6 +422,7 @@ class TaskService:
                 task.state,
             )
             self.outbox_ready.set()
+            self.run_finished()
         return expired
 
     @staticmethod
@@ -322,8 +435,15 @@ class TaskService:
 
     # --- retry -------------------------------------------------------------------------------
 
-    async def retry(self, *, task_id: int, user_id: int) -> RetryDecision:
-        """Start a new run of a finished task, if the user owns it and has retries left."""
+    async def retry(
+        self, *, task_id: int, user_id: int, exempt: bool = False
+    ) -> RetryDecision | Allowance:
+        """Start a new run of a finished task, if the user owns it, has retries left and the
+        quotas allow one more task (a Retry counts as a task); the allowance when they don't."""
+        if not exempt:
+            allowance = await self.quotas.allowance(user_id)
+            if not allowance.allows(1) and await repository.get_user_task(user_id, task_id):
+                return allowance
         decision = await repository.begin_retry(
             task_id=task_id,
             user_id=user_id,
@@ -371,6 +491,9 @@ class TaskService:
         A start waiting to try again gives up at once: its task stays pending.
         """
         self._closing.set()
+        self._dispatch_wanted.set()
+        if self._dispatcher is not None:
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
         if not self._background:
             return
         _, still_running = await asyncio.wait(set(self._background), timeout=grace_seconds)

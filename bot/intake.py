@@ -1,0 +1,110 @@
+"""Intake: what each update is allowed to cost, decided before any handler runs.
+
+Screening is in memory and takes no time, so a user who floods the bot is turned away before
+their messages reach the database, Telegram or Coze: blocked users are ignored entirely; a
+user past `max_messages_per_user_per_minute` is told once to slow down and the rest of their
+messages that minute are dropped; with an allow-list, other users get one polite sentence.
+Admins pass always.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from enum import Enum
+
+from telegram import Update
+from telegram.error import TelegramError
+
+from bot import texts
+from tasks import AccessList
+
+log = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 60.0
+
+
+class Screening(Enum):
+    HANDLE = "handle"
+    DROP = "drop"  # no answer at all
+    SLOW_DOWN = "slow_down"  # told once, then dropped for the rest of the minute
+    NOT_ALLOWED = "not_allowed"  # one polite sentence
+
+
+class MessageRate:
+    """At most `limit` messages per user in any `window` seconds (a sliding window)."""
+
+    def __init__(
+        self,
+        limit: int,
+        window: float = WINDOW_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._limit = limit
+        self._window = window
+        self._clock = clock
+        self._seen: dict[int, deque[float]] = {}
+        self._told: set[int] = set()  # users told to slow down in their current excess
+
+    def admit(self, user_id: int) -> Screening:
+        if not self._limit:
+            return Screening.HANDLE
+        moment = self._clock()
+        seen = self._seen.setdefault(user_id, deque())
+        while seen and seen[0] <= moment - self._window:
+            seen.popleft()
+        if len(seen) < self._limit:
+            seen.append(moment)
+            self._told.discard(user_id)
+            self._forget_idle(moment)
+            return Screening.HANDLE
+        if user_id in self._told:
+            return Screening.DROP
+        self._told.add(user_id)
+        return Screening.SLOW_DOWN
+
+    def _forget_idle(self, moment: float) -> None:
+        if len(self._seen) < 10_000:
+            return
+        cutoff = moment - self._window
+        self._seen = {user: seen for user, seen in self._seen.items() if seen[-1] > cutoff}
+        self._told &= set(self._seen)
+
+
+class Intake:
+    def __init__(self, access: AccessList, *, max_messages_per_minute: int) -> None:
+        self._access = access
+        self._rate = MessageRate(max_messages_per_minute)
+
+    def screen(self, update: object) -> Screening:
+        if not isinstance(update, Update):
+            return Screening.HANDLE
+        user = update.effective_user
+        if user is None:
+            return Screening.HANDLE
+        if self._access.is_blocked(user.id):
+            return Screening.DROP
+        if self._access.is_admin(user.id):
+            return Screening.HANDLE
+        verdict = self._rate.admit(user.id)
+        if verdict is not Screening.HANDLE:
+            if verdict is Screening.SLOW_DOWN:
+                log.warning("user %s sends too many messages: ignored for a minute", user.id)
+            return verdict
+        if not self._access.is_allowed(user.id):
+            return Screening.NOT_ALLOWED
+        return Screening.HANDLE
+
+    @staticmethod
+    async def answer(update: Update, screening: Screening) -> None:
+        """The one answer a screened-out update gets (SLOW_DOWN and NOT_ALLOWED)."""
+        words = texts.SLOW_DOWN if screening is Screening.SLOW_DOWN else texts.NOT_ALLOWED
+        try:
+            if update.callback_query is not None:
+                await update.callback_query.answer(words, show_alert=True)
+            elif update.effective_message is not None:
+                await update.effective_message.reply_text(words, parse_mode=None)
+        except TelegramError as exc:
+            log.info("could not answer a screened update %d: %s", update.update_id, exc)
