@@ -86,6 +86,8 @@ class Handlers:
         sender = update.effective_user
         if message is None or sender is None:
             return
+        if message.text is None and message.caption is None:
+            return  # a service message (a pin, a join) or a sticker: nothing to answer
         links = links_in(message)
         if not links:
             await message.reply_text(texts.NO_LINK, parse_mode=None)
