@@ -13,10 +13,11 @@ from telegram.ext import (
     CommandHandler,
     ContextTypes,
     MessageHandler,
+    TypeHandler,
     filters,
 )
 
-from bot import texts
+from bot import groups, texts
 from bot.links import links_in
 from storage.repository import RetryRefusal
 from tasks import AccessList, Allowance, QuotaRefusal, TaskService, UserInfo
@@ -40,6 +41,11 @@ def _reply_to(message: Message) -> ReplyParameters:
     return ReplyParameters(message_id=message.message_id, allow_sending_without_reply=True)
 
 
+def _quote_in_groups(message: Message) -> ReplyParameters | None:
+    """In a group an answer quotes the message it answers; in a private chat it need not."""
+    return None if message.chat.type == message.chat.PRIVATE else _reply_to(message)
+
+
 class Handlers:
     """Handlers bound to the task service (passed in, never global)."""
 
@@ -50,13 +56,18 @@ class Handlers:
         max_links_per_message: int,
         access: AccessList | None = None,
         max_tasks_per_day: int = 0,
+        max_active_tasks: int = 0,
     ) -> None:
         self._service = service
         self._max_links = max_links_per_message
         self._access = access or AccessList()
         self._max_tasks_per_day = max_tasks_per_day
+        self._max_active_tasks = max_active_tasks
 
     def register(self, application: Application) -> None:  # type: ignore[type-arg]
+        # Before every other handler: what the bot must not act on (in groups, what is not
+        # addressed to it; anywhere, bots and service messages) stops here. See bot/groups.py.
+        application.add_handler(TypeHandler(Update, groups.gate), group=groups.GATE_GROUP)
         private_messages = filters.UpdateType.MESSAGE
         application.add_handler(CommandHandler("start", self.start, filters=private_messages))
         application.add_handler(CommandHandler("help", self.help, filters=private_messages))
@@ -71,15 +82,24 @@ class Handlers:
 
     async def start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         assert update.effective_message is not None
-        await update.effective_message.reply_text(texts.START, parse_mode=None)
+        message = update.effective_message
+        await message.reply_text(
+            texts.START, parse_mode=None, reply_parameters=_quote_in_groups(message)
+        )
 
     async def help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         assert update.effective_message is not None
-        await update.effective_message.reply_text(texts.HELP, parse_mode=None)
+        message = update.effective_message
+        await message.reply_text(
+            texts.HELP, parse_mode=None, reply_parameters=_quote_in_groups(message)
+        )
 
     async def unknown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         assert update.effective_message is not None
-        await update.effective_message.reply_text(texts.UNKNOWN_COMMAND, parse_mode=None)
+        message = update.effective_message
+        await message.reply_text(
+            texts.UNKNOWN_COMMAND, parse_mode=None, reply_parameters=_quote_in_groups(message)
+        )
 
     async def on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -200,8 +220,10 @@ class Handlers:
         await self._remove_button(query.message)
 
     def _quota_words(self, allowance: Allowance) -> str:
-        if allowance.refusal is QuotaRefusal.DAILY_LIMIT:
+        if allowance.bound_by is QuotaRefusal.DAILY_LIMIT:
             return texts.daily_limit(self._max_tasks_per_day, allowance.next_possible_at)
+        if allowance.refusal is None:  # some links were taken, the rest would be too many
+            return texts.active_limit(self._max_active_tasks)
         return texts.too_many_active(allowance.active)
 
     # --- admins ------------------------------------------------------------------------------

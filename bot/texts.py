@@ -107,6 +107,10 @@ def too_many_active(active: int) -> str:
     )
 
 
+def active_limit(limit: int) -> str:
+    return f"you can have at most {limit} tasks running at once."
+
+
 def daily_limit(limit: int, next_possible_at: dt.datetime | None) -> str:
     text = f"You have reached the limit of {limit} tasks in 24 hours."
     if next_possible_at is not None:
@@ -292,3 +296,23 @@ def stats(figures: Stats) -> str:
         f"Tasks waiting for a Coze run: {figures.waiting_for_a_run}",
     ]
     return "\n".join(lines)
+
+
+# Why a link was refused (bot.links.LinkRefusal values). Each is a complete sentence on its own.
+LINK_REFUSED: dict[str, str] = {
+    "not_http": "Only web links that start with http:// or https:// can be used.",
+    "too_long": "The link is too long (more than 2,048 characters).",
+    "credentials": "The link contains a user name or password.",
+    "local_name": "The link points to a local or internal name, not to a public website.",
+    "private_address": "The link points to a private or local address, not to a public website.",
+    "host_not_allowed": "This bot only takes links from certain video sites, and this is not one.",
+    "malformed": "The link is not a valid web address.",
+}
+
+
+def link_refused(reason_value: str) -> str:
+    reason = LINK_REFUSED.get(reason_value, "The link cannot be used.")
+    return (
+        f"That link can't be used. {reason} Send a public video link, or paste the share text "
+        "from the video app as it is."
+    )
