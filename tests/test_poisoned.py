@@ -103,7 +103,7 @@ async def test_an_update_the_database_refuses_is_set_aside_and_the_batch_goes_on
     real_store = repository.store_updates
 
     async def refuse_ann(updates: list[tuple[int, str]]) -> None:
-        if any('"id": %d' % USER in payload or f'"id":{USER}' in payload for _, payload in updates):
+        if any(f'"id": {USER},' in payload for _, payload in updates):
             raise ValueError("the database refuses this row")
         await real_store(updates)
 
