@@ -36,10 +36,20 @@ def bot_settings(
             "token": coze.token,
             "workflow_id": coze.workflow_id,
             "request_timeout_seconds": 5.0,
+            # The fake Coze has no QPS plan to protect.
+            "max_starts_per_second": 100.0,
         },
         "server": {"host": "127.0.0.1", "port": 0, "callback_secret": callback_secret},
         "storage": {"database_url": f"sqlite://{workdir}/{database_name}"},
         "delivery": {"scan_interval_seconds": 0.5},
+        # The simulators measure the flow, not the quotas: no limits (tests of the limits,
+        # and the bench's flood, set their own).
+        "limits": {
+            "max_active_tasks_per_user": 0,
+            "max_tasks_per_user_per_day": 0,
+            "max_messages_per_user_per_minute": 0,
+            "max_concurrent_runs": 0,
+        },
         "logging": {"level": log_level},
     }
 

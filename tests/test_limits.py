@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bot.config import LimitSettings
 from bot.runtime import RunningBot, running_bot
 from simulators.coze import FakeCoze, WorkflowOutcome
 from simulators.telegram import FakeTelegram
@@ -229,7 +230,7 @@ async def test_one_flooding_user_gets_few_runs_and_does_not_hold_up_another(
 ) -> None:
     """200 messages of links in a burst, with the default limits."""
     slow(coze, 5.0)
-    settings = make_settings(tmp_path, telegram, coze)
+    settings = make_settings(tmp_path, telegram, coze, limits=LimitSettings().model_dump())
     other = Conversation(telegram, OTHER_USER)
     async with running_bot(settings):
         for n in range(200):
