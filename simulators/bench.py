@@ -1,10 +1,13 @@
 """`make bench`: latency, throughput and memory of the whole bot on the simulators.
 
-Two scenarios, in one process (the bot runs in this event loop, as in the tests):
+Three scenarios, in one process (the bot runs in this event loop, as in the tests):
 - one user pasting links one after another, pausing a second after each text as a person
   would: the latency a person sees with no contention;
 - a burst of many users pasting at once: latencies under Telegram's ~30 messages/s limit,
-  which the bot respects (AIORateLimiter), so the burst is paced by design.
+  which the bot respects (AIORateLimiter), so the burst is paced by design;
+- a flood: with the default limits, one user sends 200 messages of 3 links as fast as they
+  can while other users paste one link each, a quarter second apart: the others' latency from
+  paste to acknowledgement, and the flooder's runs.
 
 Figures are percentiles of one run; compare runs by ratio, not by absolute seconds.
 """
@@ -23,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.config import Settings
+from bot.config import LimitSettings, Settings
 from bot.runtime import running_bot
 from simulators.coze import FakeCoze, WorkflowOutcome
 from simulators.settings import bot_settings
@@ -121,6 +124,48 @@ async def scenario(
     return report, wall
 
 
+async def flood(
+    telegram: FakeTelegram, coze: FakeCoze, settings: Settings, messages: int, others: int
+) -> str:
+    """One user floods; `others` users each paste one link meanwhile."""
+    flooder, bystanders = 7, list(range(5000, 5000 + others))
+    stamps = Stamps()
+    watcher = asyncio.create_task(watch(telegram, bystanders, stamps))
+    runs_before = len(coze.runs)
+    try:
+        async with running_bot(settings):
+
+            async def flooding() -> None:
+                for n in range(messages):
+                    links = " ".join(f"https://v.douyin.com/flood-{3 * n + k}/" for k in range(3))
+                    telegram.user_sends(flooder, links)
+                    if n % 20 == 19:
+                        await asyncio.sleep(0)
+
+            flooding_task = asyncio.create_task(flooding())
+            for user in bystanders:
+                message = telegram.user_sends(user, f"https://v.douyin.com/bystander-{user}/")
+                stamps.sent[(user, int(message["message_id"]))] = time.perf_counter()
+                await asyncio.sleep(0.25)
+            await flooding_task
+            await stamps.until(lambda: len(stamps.text) >= others, 60.0)
+    finally:
+        watcher.cancel()
+    acks = [stamps.ack[k] - t for k, t in stamps.sent.items() if k in stamps.ack]
+    flooder_runs = sum(
+        1
+        for run in list(coze.runs.values())[runs_before:]
+        if "flood-" in run.parameters.get("url", "")
+    )
+    answers = len(telegram.messages(flooder))
+    return (
+        f"flood: one user sends {messages} messages of 3 links with the default limits, "
+        f"{others} other users paste meanwhile\n"
+        f"  others' paste -> acknowledgement  {percentiles(acks)}\n"
+        f"  the flooder: {flooder_runs} Coze runs started, {answers} answers"
+    )
+
+
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="link2text-bench-") as workdir:
         telegram = FakeTelegram()
@@ -137,6 +182,16 @@ async def run(args: argparse.Namespace) -> None:
                 log_level="WARNING",
             )
         )
+        raw = bot_settings(
+            telegram,
+            coze,
+            Path(workdir),
+            callback_secret="bench-callback-secret-0123456789",
+            database_name="flood.sqlite3",
+            log_level="WARNING",
+        )
+        raw["limits"] = LimitSettings().model_dump()
+        flood_settings = Settings.model_validate(raw)
         cpu_before = time.process_time()
         try:
             async with running_bot(settings):
@@ -157,10 +212,14 @@ async def run(args: argparse.Namespace) -> None:
                     sequential=False,
                     timeout=args.timeout,
                 )
+            cpu = time.process_time() - cpu_before
+            runs = len(coze.runs)
+            flooded = await flood(
+                telegram, coze, flood_settings, args.flood_messages, args.flood_others
+            )
         finally:
             await coze.stop()
             await telegram.stop()
-        cpu = time.process_time() - cpu_before
         database = await asyncio.to_thread(_size_of, Path(workdir), "bot.sqlite3*")
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tasks = args.sequential_links + args.users * args.links_per_user
@@ -171,8 +230,9 @@ async def run(args: argparse.Namespace) -> None:
         f"\nCPU time: {cpu:.2f} s for {tasks} tasks ({cpu / tasks * 1000:.1f} ms per task, "
         f"bot and simulators together)\n"
         f"peak RSS: {peak_kib / 1024:.0f} MiB (whole process)   "
-        f"database: {database / 1024:.0f} KiB   Coze runs: {len(coze.runs)}"
+        f"database: {database / 1024:.0f} KiB   Coze runs: {runs}"
     )
+    print(f"\n{flooded}")
 
 
 def main() -> None:
@@ -188,6 +248,8 @@ def main() -> None:
         "paces a chat at about one message per second, as Telegram asks)",
     )
     parser.add_argument("--workflow-seconds", type=float, default=0.2)
+    parser.add_argument("--flood-messages", type=int, default=200)
+    parser.add_argument("--flood-others", type=int, default=20, help="users pasting meanwhile")
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -21,6 +21,8 @@ def test_the_benchmark_runs_and_reports_every_figure() -> None:
             "--pause=0.05",
             "--workflow-seconds=0.01",
             "--timeout=30",
+            "--flood-messages=30",
+            "--flood-others=2",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -34,5 +36,7 @@ def test_the_benchmark_runs_and_reports_every_figure() -> None:
         "paste -> text",
         "peak RSS",
         "Coze runs: 5",
+        "flood: one user sends 30 messages",
+        "others' paste -> acknowledgement",
     ):
         assert figure in done.stdout, done.stdout
