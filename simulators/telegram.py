@@ -9,15 +9,26 @@ Point PTB at it with ``ApplicationBuilder().base_url(fake.api_base_url)`` or
 ``telegram.Bot(token, base_url=fake.api_base_url)``.
 
 What it models, with Telegram's own error texts:
-- private chats only; a chat exists once its user has written to the bot (``user_sends``);
+- private chats, which exist once their user has written to the bot (``user_sends``);
+- groups and supergroups (ids below zero; ``-100…`` for supergroups), which exist once a member
+  has written in them (``user_sends_in_group``): members' messages with mentions and replies
+  (``reply_to_message`` is the replied message without its own ``reply_to_message``), service
+  messages (``group_event``: members joining and leaving, pins, titles, migration to a
+  supergroup, video chats, ...), messages of anonymous admins and via inline bots; other bots'
+  messages are stored but never delivered (Telegram never shows a bot another bot's messages).
+  The bot's privacy mode is off by default (it receives every group message, as an admin does);
+  ``privacy_mode = True`` delivers only what Telegram delivers then. A group upgraded to a
+  supergroup refuses sends with ``migrate_to_chat_id``, a group the bot was removed from with 403;
+  a button is pressed (``user_presses``) by a member of the message's chat;
 - messages, replies (``reply_parameters`` and the old ``reply_to_message_id``), inline keyboards,
   documents, edits, deletions, chat actions, callback queries and their answers, bot commands;
 - ``getUpdates`` with offsets, limits, long polling and the 409 of a concurrent poller, and a
   webhook mode that POSTs updates to a loopback URL (``setWebhook``/``deleteWebhook``);
-- entities as the server computes them (ported from TDLib's ``MessageEntity.cpp``): bot commands,
-  URLs (with and without a scheme) and e-mail addresses in user messages, offsets in UTF-16 code
-  units; the HTML parse mode for the bot's own messages, with Telegram's "can't parse entities"
-  errors (MarkdownV2 and Markdown are not implemented: they get a 400 that says so);
+- entities as the server computes them (ported from TDLib's ``MessageEntity.cpp``): bot commands
+  (``/cmd@bot`` included), ``@username`` mentions, URLs (with and without a scheme) and e-mail
+  addresses (not hashtags, cashtags or phone numbers), offsets in UTF-16 code units; the HTML
+  parse mode for the bot's own messages, with Telegram's "can't parse entities" errors
+  (MarkdownV2 and Markdown are not implemented: they get a 400 that says so);
 - fault injection: ``fail_next`` (an error reply instead of the call) and ``delay_next`` (the call
   is performed, then the reply is held, so a client timeout leaves the message delivered), and
   ``fault_hook`` for random faults (a ``TelegramFault`` or ``TelegramDelay`` per call). A client
@@ -50,6 +61,7 @@ from aiohttp import web
 from simulators.base import SimulatorServer
 
 __all__ = [
+    "GROUP_ANONYMOUS_BOT",
     "FakeTelegram",
     "SentMessage",
     "TelegramDelay",
@@ -67,6 +79,14 @@ MAX_CALLBACK_ANSWER_LENGTH = 200
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 
 _BLOCKED = "Forbidden: bot was blocked by the user"
+GROUP_ANONYMOUS_BOT: JSONDict = {
+    "id": 1087968824,
+    "is_bot": True,
+    "first_name": "Group",
+    "username": "GroupAnonymousBot",
+}
+_KICKED = "Forbidden: bot was kicked from the {type} chat"
+_UPGRADED = "Bad Request: group chat was upgraded to a supergroup chat"
 _CHAT_NOT_FOUND = "Bad Request: chat not found"
 _NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply markup are "
@@ -582,6 +602,43 @@ def _match_bot_commands(s: str) -> list[tuple[int, int]]:
     return result
 
 
+# TDLib's get_valid_short_usernames: the only mentions shorter than 5 characters.
+_VALID_SHORT_USERNAMES = frozenset(
+    {"gif", "wiki", "vid", "bing", "pic", "bold", "imdb", "coub", "like", "vote"}
+)
+
+
+def _match_mentions(s: str) -> list[tuple[int, int]]:
+    """TDLib's find_mentions: @username (2-32 of A-Z a-z 0-9 _), not glued to a word.
+
+    A word character before the "@" (an e-mail address) or right after the name (also CJK
+    letters) makes it no mention; names under 5 characters count only if TDLib lists them.
+    """
+    result: list[tuple[int, int]] = []
+    end = len(s)
+    ptr = 0
+    while True:
+        ptr = s.find("@", ptr)
+        if ptr < 0:
+            break
+        if ptr != 0 and _is_word_character(s[ptr - 1]):
+            ptr += 1
+            continue
+        ptr += 1
+        name_begin = ptr
+        while ptr != end and (_is_ascii_alnum(s[ptr]) or s[ptr] == "_"):
+            ptr += 1
+        size = ptr - name_begin
+        if not 2 <= size <= 32:
+            continue
+        if ptr != end and _is_word_character(s[ptr]):
+            continue
+        if size < 5 and s[name_begin:ptr] not in _VALID_SHORT_USERNAMES:
+            continue
+        result.append((name_begin - 1, ptr))
+    return result
+
+
 _PRIORITY = {
     "bold": 90,
     "italic": 91,
@@ -626,13 +683,13 @@ def _to_utf16_entities(text: str, spans: list[tuple[int, int, str]]) -> list[JSO
 
 
 def find_entities(text: str) -> list[JSONDict]:
-    """The entities Telegram's server finds in plain text: bot_command, url and email.
+    """The entities Telegram's server finds in plain text: mention, bot_command, url and email.
 
-    Offsets and lengths are in UTF-16 code units, as in the Bot API.
+    Offsets and lengths are in UTF-16 code units, as in the Bot API. Where two overlap, the one
+    that starts first (then the longer) is kept, as TDLib does.
     """
-    spans: list[tuple[int, int, str]] = [
-        (b, e, "bot_command") for b, e in _match_bot_commands(text)
-    ]
+    spans: list[tuple[int, int, str]] = [(b, e, "mention") for b, e in _match_mentions(text)]
+    spans.extend((b, e, "bot_command") for b, e in _match_bot_commands(text))
     for b, e in _match_urls(text):
         candidate = text[b:e]
         if _is_email_address(candidate):
@@ -979,11 +1036,19 @@ def _merge_found_entities(text: str, entities: list[JSONDict]) -> list[JSONDict]
 
 
 class _ApiError(Exception):
-    def __init__(self, status: int, description: str, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        description: str,
+        retry_after: int | None = None,
+        *,
+        migrate_to_chat_id: int | None = None,
+    ) -> None:
         super().__init__(description)
         self.status = status
         self.description = description
         self.retry_after = retry_after
+        self.migrate_to_chat_id = migrate_to_chat_id
 
 
 @dataclass
@@ -1036,10 +1101,16 @@ _CAPTION = _Content(
 
 @dataclass
 class _Chat:
-    user: JSONDict
-    chat: JSONDict
+    chat: JSONDict  # the Chat object as it appears in messages
+    members: dict[int, JSONDict]  # user id -> User object; a private chat's one user
     messages: dict[int, JSONDict] = field(default_factory=dict)  # every live message, as JSON
     bot_message_ids: set[int] = field(default_factory=set)
+    migrated_to: int | None = None  # a group upgraded to this supergroup
+    bot_removed: bool = False  # the bot was removed from the group
+
+    @property
+    def is_group(self) -> bool:
+        return self.chat["type"] in ("group", "supergroup")
 
 
 @dataclass
@@ -1053,7 +1124,7 @@ Handler = Callable[[JSONDict], Awaitable[Any]]
 
 
 class FakeTelegram(SimulatorServer):
-    """A faithful fake of the Telegram Bot API server (private chats)."""
+    """A faithful fake of the Telegram Bot API server (private chats, groups, supergroups)."""
 
     def __init__(
         self, token: str = "123456:TEST-TOKEN", bot_username: str = "link2text_test_bot"
@@ -1073,6 +1144,12 @@ class FakeTelegram(SimulatorServer):
         self.callback_query_ttl: float | None = 15.0  # Telegram refuses late answers
         self.webhook_retry_delay: float = 0.05  # first back-off after a failed webhook delivery
         self.webhook_timeout: float = 10.0
+        # Off: the bot receives every message of its groups (as an admin, or after BotFather's
+        # /setprivacy Disable). On (Telegram's default for a new bot): only commands for it
+        # (bare or /cmd@this_bot), replies to its messages, its mentions, messages via it and
+        # service messages. Telegram delivers a bare command only if this bot spoke last in
+        # the group: this fake delivers it always (a superset).
+        self.privacy_mode = False
         # Random faults: called as fault_hook(method_lower, params) for each call with no
         # queued fail_next/delay_next, except getUpdates, getMe, deleteWebhook, setMyCommands
         # and answerCallbackQuery; None lets the call through unchanged.
@@ -1178,33 +1255,185 @@ class FakeTelegram(SimulatorServer):
         chat = self._touch_chat(user_id, first_name, username, language_code)
         if entities is None:
             entities = find_entities(text) if auto_entities else []
-        message: JSONDict = {
-            "message_id": next(self._message_ids),
-            "from": copy.deepcopy(chat.user),
-            "chat": copy.deepcopy(chat.chat),
-            "date": int(time.time()),
-        }
-        if as_caption:
-            file_number = next(self._file_ids)
-            message["photo"] = [
-                {
-                    "file_id": f"AgACAgIAAxkBAAI{file_number:08d}",
-                    "file_unique_id": f"AQAD{file_number:06d}",
-                    "file_size": 1234,
-                    "width": 90,
-                    "height": 90,
-                }
-            ]
-            message["caption"] = text
-            if entities:
-                message["caption_entities"] = copy.deepcopy(entities)
-        else:
-            message["text"] = text
-            if entities:
-                message["entities"] = copy.deepcopy(entities)
-        chat.messages[message["message_id"]] = message
+        message = self._compose(chat, chat.members[user_id], text, entities, as_caption=as_caption)
         self._queue_update({"message": copy.deepcopy(message)})
         return copy.deepcopy(message)
+
+    def user_sends_in_group(
+        self,
+        group_id: int,
+        user_id: int,
+        text: str,
+        *,
+        first_name: str = "Ann",
+        username: str | None = None,
+        title: str | None = None,
+        reply_to_message_id: int | None = None,
+        entities: list[dict[str, Any]] | None = None,
+        as_caption: bool = False,
+        auto_entities: bool = True,
+        language_code: str | None = None,
+        via_bot: dict[str, Any] | None = None,
+        anonymous_admin: bool = False,
+    ) -> dict[str, Any]:
+        """Queue an Update with a member's message in a group; return the message dict.
+
+        The group (``group_id`` < 0; ``-100…`` is a supergroup, anything else a basic group) is
+        created on first use with the bot in it, titled `title`, and the user joins it silently.
+        `reply_to_message_id` names a message of the group (the bot's or a member's).
+        `entities` are what the user's app sends (``text_mention``, ``text_link``, ``bold``...):
+        the server adds the mentions, commands and URLs it finds outside them, unless
+        `auto_entities` is False. `via_bot` (a User object) marks a message sent through that
+        inline bot; `anonymous_admin` sends it as the supergroup itself (``from`` is
+        GroupAnonymousBot, ``sender_chat`` the group). The message is stored either way; in
+        privacy mode it is delivered only if Telegram would deliver it.
+        """
+        chat = self._group(group_id, title)
+        user = self._user_json(user_id, first_name, username, language_code)
+        chat.members[user_id] = user
+        sender = user
+        extra: JSONDict = {}
+        if anonymous_admin:
+            if chat.chat["type"] != "supergroup":
+                raise ValueError("anonymous admins exist in supergroups only")
+            sender = dict(GROUP_ANONYMOUS_BOT)
+            extra["sender_chat"] = copy.deepcopy(chat.chat)
+        if via_bot is not None:
+            extra["via_bot"] = copy.deepcopy(via_bot)
+        if entities is None:
+            found = find_entities(text) if auto_entities else []
+        else:
+            found = (
+                _merge_found_entities(text, [dict(e) for e in entities])
+                if auto_entities
+                else entities
+            )
+        message = self._compose(
+            chat,
+            sender,
+            text,
+            found,
+            as_caption=as_caption,
+            reply_to=self._replied(chat, reply_to_message_id),
+            extra=extra,
+        )
+        if self._delivers(chat, message):
+            self._queue_update({"message": copy.deepcopy(message)})
+        return copy.deepcopy(message)
+
+    def other_bot_sends_in_group(
+        self,
+        group_id: int,
+        bot_id: int,
+        text: str,
+        *,
+        username: str = "other_test_bot",
+        first_name: str = "Other Bot",
+        reply_to_message_id: int | None = None,
+    ) -> dict[str, Any]:
+        """Another bot posts in the group: stored (members can reply to it), never delivered.
+
+        Telegram never shows a bot the messages of other bots, whatever its privacy mode.
+        """
+        chat = self._group(group_id)
+        sender: JSONDict = {
+            "id": bot_id,
+            "is_bot": True,
+            "first_name": first_name,
+            "username": username,
+        }
+        message = self._compose(
+            chat,
+            sender,
+            text,
+            find_entities(text),
+            as_caption=False,
+            reply_to=self._replied(chat, reply_to_message_id),
+        )
+        return copy.deepcopy(message)
+
+    def group_event(
+        self,
+        group_id: int,
+        kind: str,
+        value: Any = None,
+        *,
+        user_id: int,
+        first_name: str = "Ann",
+        username: str | None = None,
+    ) -> dict[str, Any]:
+        """Queue a service message in the group, caused by `user_id`; return the message dict.
+
+        `kind` is the service field, `value` its content (defaults as below):
+        - ``new_chat_members``: user ids or User objects (the bot's id adds the bot back);
+          default the user, joining by themselves. ``left_chat_member``: one, default the user
+          (the bot's id removes the bot: later sends get 403 and nothing more is delivered).
+          Both carry the legacy ``new_chat_participant``/``left_chat_participant`` too.
+        - ``pinned_message``: the id of a message of the group (sent without its own
+          ``reply_to_message``), or a message object as is (e.g. an inaccessible one).
+        - ``migrate_to_chat_id``: a basic group becomes a supergroup (`value`, default
+          ``-100`` and the group's number). Two updates, as Telegram sends them: this one in
+          the old group, then ``migrate_from_chat_id`` in the supergroup. Sends to the old id
+          get 400 with ``migrate_to_chat_id``.
+        - ``new_chat_title`` (renames the group), ``new_chat_photo``, ``delete_chat_photo``,
+          ``group_chat_created``, ``message_auto_delete_timer_changed``,
+          ``video_chat_scheduled``/``_started``/``_ended``/``_participants_invited``,
+          ``forum_topic_created`` (supergroups; the message opens a topic) and the other
+          ``forum_topic_*``/``general_forum_topic_*`` kinds.
+        Any other kind needs its `value`, which is sent as is.
+        """
+        chat = self._group(group_id)
+        actor = self._user_json(user_id, first_name, username, None)
+        if kind == "new_chat_members":
+            joined = [self._member_json(chat, m) for m in (value or [actor])]
+            fields: JSONDict = {
+                "new_chat_participant": joined[0],
+                "new_chat_member": joined[0],
+                "new_chat_members": joined,
+            }
+            for member in joined:
+                if member["id"] == self.bot_id:
+                    chat.bot_removed = False
+                else:
+                    chat.members[member["id"]] = member
+            chat.members.setdefault(user_id, actor)
+            return self._service(chat, actor, fields)
+        if kind == "left_chat_member":
+            gone = self._member_json(chat, actor if value is None else value)
+            message = self._service(
+                chat, actor, {"left_chat_participant": gone, "left_chat_member": gone}
+            )
+            chat.members.pop(gone["id"], None)
+            if gone["id"] == self.bot_id:
+                chat.bot_removed = True
+            return message
+        chat.members[user_id] = actor
+        if kind == "pinned_message":
+            if isinstance(value, dict):
+                return self._service(chat, actor, {"pinned_message": value})
+            pinned = chat.messages.get(int(value)) if value is not None else None
+            if pinned is None:
+                raise ValueError(f"group {group_id} has no message {value} to pin")
+            snapshot = copy.deepcopy(pinned)
+            snapshot.pop("reply_to_message", None)
+            return self._service(chat, actor, {"pinned_message": snapshot})
+        if kind == "migrate_to_chat_id":
+            return self._migrate(chat, actor, value)
+        if kind in ("migrate_from_chat_id", "supergroup_chat_created", "channel_chat_created"):
+            raise ValueError(f"{kind} is not sent on its own (see migrate_to_chat_id)")
+        if kind.startswith(("forum_topic_", "general_forum_topic_")):
+            if chat.chat["type"] != "supergroup":
+                raise ValueError("forum topics exist in supergroups only")
+            chat.chat["is_forum"] = True
+        if value is None:
+            value = self._service_default(kind)
+        if kind == "new_chat_title":
+            chat.chat["title"] = str(value)
+        fields = {kind: value}
+        if kind == "forum_topic_created":
+            fields["is_topic_message"] = True
+            return self._service(chat, actor, fields, opens_topic=True)
+        return self._service(chat, actor, fields)
 
     def user_edits(
         self, user_id: int, message_id: int, text: str, *, auto_entities: bool = True
@@ -1226,20 +1455,22 @@ class FakeTelegram(SimulatorServer):
     def user_presses(self, user_id: int, message: SentMessage, callback_data: str) -> str:
         """Queue a callback_query Update from the user on that bot message; return its id.
 
+        The user must see the message: its private chat's user, or a member of its group.
         The data is not checked against the keyboard, so tests can forge it.
         """
-        chat = self._chats.get(user_id)
-        if chat is None or message.chat_id != user_id:
+        chat = self._chats.get(message.chat_id)
+        if chat is None or user_id not in chat.members or chat.migrated_to is not None:
             raise ValueError(f"user {user_id} cannot see message {message.message_id}")
         current = chat.messages.get(message.message_id)
         if current is None:
             raise ValueError(f"message {message.message_id} was deleted")
         query_id = str(next(self._query_ids))
         self._queries[query_id] = _Query(user_id=user_id, created=time.monotonic())
-        instance = hashlib.sha256(f"{self.bot_id}:{user_id}".encode()).hexdigest()[:16]
+        # One chat_instance per chat (as Telegram: the same for every user of a group).
+        instance = hashlib.sha256(f"{self.bot_id}:{message.chat_id}".encode()).hexdigest()[:16]
         query: JSONDict = {
             "id": query_id,
-            "from": copy.deepcopy(chat.user),
+            "from": copy.deepcopy(chat.members[user_id]),
             "message": copy.deepcopy(current),
             "chat_instance": str(int(instance, 16) % 10**19),
             "data": callback_data,
@@ -1387,7 +1618,9 @@ class FakeTelegram(SimulatorServer):
             result = await handler(params)
             response = web.json_response({"ok": True, "result": result})
         except _ApiError as exc:
-            response = self._error(exc.status, exc.description, exc.retry_after)
+            response = self._error(
+                exc.status, exc.description, exc.retry_after, exc.migrate_to_chat_id
+            )
         if delay is not None and not delay.before:
             await self._hold(delay.seconds)
         return response
@@ -1417,10 +1650,17 @@ class FakeTelegram(SimulatorServer):
             await asyncio.wait_for(self._closing.wait(), seconds)
 
     @staticmethod
-    def _error(status: int, description: str, retry_after: int | None = None) -> web.Response:
+    def _error(
+        status: int,
+        description: str,
+        retry_after: int | None = None,
+        migrate_to_chat_id: int | None = None,
+    ) -> web.Response:
         body: JSONDict = {"ok": False, "error_code": status, "description": description}
         if retry_after is not None:
             body["parameters"] = {"retry_after": retry_after}
+        if migrate_to_chat_id is not None:
+            body["parameters"] = {"migrate_to_chat_id": migrate_to_chat_id}
         return web.json_response(body, status=status)
 
     @staticmethod
@@ -1470,22 +1710,212 @@ class FakeTelegram(SimulatorServer):
             "username": self.bot_username,
         }
 
+    @staticmethod
+    def _user_json(
+        user_id: int, first_name: str, username: str | None, language_code: str | None
+    ) -> JSONDict:
+        user: JSONDict = {"id": user_id, "is_bot": False, "first_name": first_name}
+        if username:
+            user["username"] = username
+        if language_code:
+            user["language_code"] = language_code
+        return user
+
     def _touch_chat(
         self, user_id: int, first_name: str, username: str | None, language_code: str | None
     ) -> _Chat:
-        user: JSONDict = {"id": user_id, "is_bot": False, "first_name": first_name}
+        user = self._user_json(user_id, first_name, username, language_code)
         chat_json: JSONDict = {"id": user_id, "first_name": first_name, "type": "private"}
         if username:
-            user["username"] = username
             chat_json["username"] = username
-        if language_code:
-            user["language_code"] = language_code
         chat = self._chats.get(user_id)
         if chat is None:
-            chat = self._chats[user_id] = _Chat(user=user, chat=chat_json)
+            chat = self._chats[user_id] = _Chat(chat=chat_json, members={user_id: user})
         else:
-            chat.user, chat.chat = user, chat_json
+            chat.chat, chat.members[user_id] = chat_json, user
         return chat
+
+    def _group(self, group_id: int, title: str | None = None) -> _Chat:
+        """The group, created on first use with the bot in it."""
+        if group_id >= 0:
+            raise ValueError(f"group ids are negative, not {group_id}")
+        chat = self._chats.get(group_id)
+        if chat is None:
+            supergroup = group_id <= -1_000_000_000_000  # -100 and the channel-style number
+            chat_json: JSONDict = {
+                "id": group_id,
+                "title": title or f"Group {-group_id}",
+                "type": "supergroup" if supergroup else "group",
+            }
+            if not supergroup:
+                chat_json["all_members_are_administrators"] = True
+            chat = self._chats[group_id] = _Chat(chat=chat_json, members={})
+        if chat.migrated_to is not None:
+            raise ValueError(f"group {group_id} became the supergroup {chat.migrated_to}")
+        return chat
+
+    def _member_json(self, chat: _Chat, who: Any) -> JSONDict:
+        """A User object from a user id (a known member, the bot, or a new user) or a dict."""
+        if isinstance(who, dict):
+            return copy.deepcopy(who)
+        user_id = int(who)
+        if user_id == self.bot_id:
+            return self._bot_user
+        known = chat.members.get(user_id)
+        if known is not None:
+            return copy.deepcopy(known)
+        return self._user_json(user_id, f"User {user_id}", None, None)
+
+    def _replied(self, chat: _Chat, message_id: int | None) -> JSONDict | None:
+        """What Telegram puts in reply_to_message: the message, without its own reply."""
+        if message_id is None:
+            return None
+        target = chat.messages.get(message_id)
+        if target is None:
+            raise ValueError(f"chat {chat.chat['id']} has no message {message_id}")
+        snapshot = copy.deepcopy(target)
+        snapshot.pop("reply_to_message", None)
+        return snapshot
+
+    def _compose(
+        self,
+        chat: _Chat,
+        sender: JSONDict,
+        text: str,
+        entities: list[JSONDict],
+        *,
+        as_caption: bool,
+        reply_to: JSONDict | None = None,
+        extra: JSONDict | None = None,
+    ) -> JSONDict:
+        """A message written in `chat` by `sender` (text, or a photo's caption), stored there."""
+        message: JSONDict = {
+            "message_id": next(self._message_ids),
+            "from": copy.deepcopy(sender),
+            "chat": copy.deepcopy(chat.chat),
+            "date": int(time.time()),
+        }
+        if extra:
+            message.update(copy.deepcopy(extra))
+        if reply_to is not None:
+            message["reply_to_message"] = reply_to
+        if as_caption:
+            file_number = next(self._file_ids)
+            message["photo"] = [
+                {
+                    "file_id": f"AgACAgIAAxkBAAI{file_number:08d}",
+                    "file_unique_id": f"AQAD{file_number:06d}",
+                    "file_size": 1234,
+                    "width": 90,
+                    "height": 90,
+                }
+            ]
+            message["caption"] = text
+            if entities:
+                message["caption_entities"] = copy.deepcopy(entities)
+        else:
+            message["text"] = text
+            if entities:
+                message["entities"] = copy.deepcopy(entities)
+        chat.messages[message["message_id"]] = message
+        return message
+
+    def _service(
+        self, chat: _Chat, actor: JSONDict, fields: JSONDict, *, opens_topic: bool = False
+    ) -> JSONDict:
+        """Store a service message in the group and deliver it (whatever the privacy mode)."""
+        message_id = next(self._message_ids)
+        message: JSONDict = {
+            "message_id": message_id,
+            "from": copy.deepcopy(actor),
+            "chat": copy.deepcopy(chat.chat),
+            "date": int(time.time()),
+        }
+        if opens_topic:
+            message["message_thread_id"] = message_id
+        message.update(copy.deepcopy(fields))
+        chat.messages[message_id] = message
+        if not chat.bot_removed:
+            self._queue_update({"message": copy.deepcopy(message)})
+        return copy.deepcopy(message)
+
+    @staticmethod
+    def _service_default(kind: str) -> Any:
+        now = int(time.time())
+        defaults: JSONDict = {
+            "new_chat_title": "New title",
+            "new_chat_photo": [
+                {
+                    "file_id": f"AgACAgIAAxkBAAI{now:08d}",
+                    "file_unique_id": "AQADchatphoto",
+                    "file_size": 4321,
+                    "width": 160,
+                    "height": 160,
+                }
+            ],
+            "delete_chat_photo": True,
+            "group_chat_created": True,
+            "message_auto_delete_timer_changed": {"message_auto_delete_time": 86400},
+            "video_chat_scheduled": {"start_date": now + 3600},
+            "video_chat_started": {},
+            "video_chat_ended": {"duration": 60},
+            "forum_topic_created": {"name": "Topic", "icon_color": 7322096},
+            "forum_topic_edited": {"name": "Renamed topic"},
+            "forum_topic_closed": {},
+            "forum_topic_reopened": {},
+            "general_forum_topic_hidden": {},
+            "general_forum_topic_unhidden": {},
+        }
+        if kind not in defaults:
+            raise ValueError(f"group_event({kind!r}) needs a value")
+        return defaults[kind]
+
+    def _migrate(self, chat: _Chat, actor: JSONDict, new_id: Any) -> JSONDict:
+        """A basic group becomes a supergroup: the old group's message is returned."""
+        old_id = int(chat.chat["id"])
+        if chat.chat["type"] != "group":
+            raise ValueError("only a basic group migrates to a supergroup")
+        target = int(new_id) if new_id is not None else int(f"-100{-old_id:010d}")
+        if target in self._chats or target > -1_000_000_000_000:
+            raise ValueError(f"cannot migrate to {target}")
+        supergroup = _Chat(
+            chat={"id": target, "title": chat.chat["title"], "type": "supergroup"},
+            members=copy.deepcopy(chat.members),
+            bot_removed=chat.bot_removed,
+        )
+        self._chats[target] = supergroup
+        message = self._service(chat, actor, {"migrate_to_chat_id": target})
+        chat.migrated_to = target
+        self._service(supergroup, actor, {"migrate_from_chat_id": old_id})
+        return message
+
+    def _delivers(self, chat: _Chat, message: JSONDict) -> bool:
+        """Whether Telegram hands the bot this member's message of the group."""
+        if chat.bot_removed:
+            return False
+        if not self.privacy_mode:
+            return True
+        replied = message.get("reply_to_message") or {}
+        if (replied.get("from") or {}).get("id") == self.bot_id:
+            return True
+        if (message.get("via_bot") or {}).get("id") == self.bot_id:
+            return True
+        text = message.get("text") or message.get("caption") or ""
+        units = text.encode("utf-16-le", "surrogatepass")
+        me = self.bot_username.lower()
+        for entity in message.get("entities") or message.get("caption_entities") or []:
+            begin, length = int(entity["offset"]), int(entity["length"])
+            value = units[begin * 2 : (begin + length) * 2].decode("utf-16-le", "surrogatepass")
+            kind = entity["type"]
+            if kind == "mention" and value[1:].lower() == me:
+                return True
+            if kind == "text_mention" and (entity.get("user") or {}).get("id") == self.bot_id:
+                return True
+            if kind == "bot_command":
+                _, at, target = value.partition("@")
+                if not at or target.lower() == me:
+                    return True
+        return False
 
     @staticmethod
     def _int_param(params: JSONDict, name: str, missing: str) -> int:
@@ -1514,6 +1944,10 @@ class FakeTelegram(SimulatorServer):
         chat = self._chats.get(chat_id)
         if chat is None:
             raise _ApiError(400, _CHAT_NOT_FOUND)
+        if chat.migrated_to is not None:
+            raise _ApiError(400, _UPGRADED, migrate_to_chat_id=chat.migrated_to)
+        if chat.bot_removed:
+            raise _ApiError(403, _KICKED.format(type=chat.chat["type"]))
         return chat_id, chat
 
     def _format(
@@ -1691,7 +2125,7 @@ class FakeTelegram(SimulatorServer):
         return {
             **self._bot_user,
             "can_join_groups": True,
-            "can_read_all_group_messages": False,
+            "can_read_all_group_messages": not self.privacy_mode,
             "supports_inline_queries": False,
             "can_connect_to_business": False,
             "has_main_web_app": False,

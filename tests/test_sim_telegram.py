@@ -16,6 +16,7 @@ from aiohttp import web
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, MessageEntity, ReplyParameters
 from telegram.error import (
     BadRequest,
+    ChatMigrated,
     Conflict,
     Forbidden,
     InvalidToken,
@@ -23,6 +24,7 @@ from telegram.error import (
     RetryAfter,
     TimedOut,
 )
+from telegram.ext import filters
 
 from simulators.telegram import (
     FakeTelegram,
@@ -685,3 +687,264 @@ async def test_stop_releases_a_pending_long_poll() -> None:
         done, _ = await asyncio.wait({poll}, timeout=2)
         assert poll in done
         assert poll.exception() is not None or poll.result() == ()
+
+
+# ------------------------------------------------------------------ groups
+
+GROUP = -4001234567  # a basic group
+SUPERGROUP = -1001234567890
+MEMBER = 43
+BOT_USER = {"id": 123456, "is_bot": True, "first_name": "Link2Text Test Bot"}
+
+
+def test_mentions_as_tdlib_finds_them() -> None:
+    def found(text: str) -> list[tuple[str, int, str]]:
+        units = text.encode("utf-16-le")
+        return [
+            (
+                e["type"],
+                e["offset"],
+                units[e["offset"] * 2 : (e["offset"] + e["length"]) * 2].decode("utf-16-le"),
+            )
+            for e in find_entities(text)
+        ]
+
+    assert found("@link2text_test_bot https://v.douyin.com/x/") == [
+        ("mention", 0, "@link2text_test_bot"),
+        ("url", 20, "https://v.douyin.com/x/"),
+    ]
+    # offsets in UTF-16 units: the emoji counts twice; punctuation ends a mention
+    assert found("😀@Link2Text_Test_Bot, hi") == [("mention", 2, "@Link2Text_Test_Bot")]
+    # too short unless TDLib knows the name; glued to a word before or after: no mention
+    assert found("@abc @gif @abcde") == [("mention", 5, "@gif"), ("mention", 10, "@abcde")]
+    assert found("ann@example.org @bot_name的 @" + "a" * 33) == [("email", 0, "ann@example.org")]
+    # a command for a bot is one bot_command entity, not a command and a mention
+    assert found("/status@link2text_test_bot 3") == [
+        ("bot_command", 0, "/status@link2text_test_bot")
+    ]
+    # inside a link, the link wins
+    assert found("https://example.com/@someone") == [("url", 0, "https://example.com/@someone")]
+
+
+@pytest.mark.asyncio
+async def test_group_messages_replies_and_the_bots_own_messages(
+    tg: FakeTelegram, bot: telegram.Bot
+) -> None:
+    first = tg.user_sends_in_group(GROUP, USER, "hello all", title="Video club", username="ann")
+    assert first["chat"] == {
+        "id": GROUP,
+        "title": "Video club",
+        "type": "group",
+        "all_members_are_administrators": True,
+    }
+    answer = await bot.send_message(
+        GROUP, "hello Ann", reply_parameters=ReplyParameters(first["message_id"])
+    )
+    assert answer.chat.type == "group" and answer.chat.title == "Video club"
+    [sent] = tg.messages(GROUP)
+    assert (sent.chat_id, sent.reply_to_message_id) == (GROUP, first["message_id"])
+    assert tg.messages(USER) == []
+    reply = tg.user_sends_in_group(
+        GROUP,
+        MEMBER,
+        "@link2text_test_bot 看 https://v.douyin.com/x/ 😀",
+        first_name="Bo",
+        reply_to_message_id=sent.message_id,
+    )
+    # reply_to_message is the bot's message without its own reply_to_message
+    assert reply["reply_to_message"]["from"]["id"] == tg.bot_id
+    assert "reply_to_message" not in reply["reply_to_message"]
+    with pytest.raises(ValueError, match="no message"):
+        tg.user_sends_in_group(GROUP, USER, "x", reply_to_message_id=999_999)
+
+    updates = await bot.get_updates()
+    assert len(updates) == 2
+    hello, mention = (u.message for u in updates)
+    assert hello is not None and mention is not None
+    assert hello.chat.id == GROUP and hello.from_user is not None
+    assert hello.from_user.username == "ann"
+    assert mention.from_user is not None and mention.from_user.id == MEMBER
+    assert mention.reply_to_message is not None
+    assert mention.reply_to_message.message_id == sent.message_id
+    assert mention.reply_to_message.text == "hello Ann"
+    assert mention.reply_to_message.reply_to_message is None
+    assert mention.parse_entities() == {
+        MessageEntity("mention", 0, 19): "@link2text_test_bot",
+        MessageEntity("url", 22, 23): "https://v.douyin.com/x/",
+    }
+
+    super_first = tg.user_sends_in_group(SUPERGROUP, USER, "hi", title="Big")
+    assert super_first["chat"] == {"id": SUPERGROUP, "title": "Big", "type": "supergroup"}
+    with pytest.raises(ValueError, match="negative"):
+        tg.user_sends_in_group(5, USER, "hi")
+
+
+@pytest.mark.asyncio
+async def test_app_entities_are_kept_and_the_server_adds_its_own(
+    tg: FakeTelegram, bot: telegram.Bot
+) -> None:
+    mention = {"type": "text_mention", "offset": 0, "length": 3, "user": BOT_USER}
+    tg.user_sends_in_group(GROUP, USER, "Bot, see https://b23.tv/x", entities=[mention])
+    tg.user_sends_in_group(
+        GROUP, USER, "Bot: https://b23.tv/y", entities=[mention], auto_entities=False
+    )
+    tg.user_sends_in_group(GROUP, USER, "@link2text_test_bot https://b23.tv/z", as_caption=True)
+    first, second, third = (u.message for u in await bot.get_updates())
+    assert first is not None and second is not None and third is not None
+    assert [e.type for e in first.entities] == ["text_mention", "url"]
+    assert first.entities[0].user is not None and first.entities[0].user.id == tg.bot_id
+    assert [e.type for e in second.entities] == ["text_mention"]
+    assert third.photo and list(third.parse_caption_entities().values()) == [
+        "@link2text_test_bot",
+        "https://b23.tv/z",
+    ]
+
+
+@pytest.mark.asyncio
+async def test_service_messages_parse_as_ptb_expects(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    pinned = tg.user_sends_in_group(GROUP, USER, "look https://b23.tv/pin")
+    tg.group_event(GROUP, "new_chat_members", user_id=MEMBER, first_name="Bo")
+    tg.group_event(GROUP, "new_chat_members", [44, 45], user_id=USER)
+    tg.group_event(GROUP, "left_chat_member", 45, user_id=USER)
+    tg.group_event(GROUP, "pinned_message", pinned["message_id"], user_id=USER)
+    tg.group_event(GROUP, "video_chat_started", user_id=USER)
+    tg.group_event(GROUP, "video_chat_ended", user_id=USER)
+    tg.group_event(GROUP, "new_chat_title", "Renamed", user_id=USER)
+    tg.group_event(GROUP, "message_auto_delete_timer_changed", user_id=USER)
+    tg.group_event(GROUP, "group_chat_created", user_id=USER)
+    tg.group_event(SUPERGROUP, "forum_topic_created", user_id=USER)
+    with pytest.raises(ValueError, match="needs a value"):
+        tg.group_event(GROUP, "something_new", user_id=USER)
+    with pytest.raises(ValueError, match="supergroups only"):
+        tg.group_event(GROUP, "forum_topic_created", user_id=USER)
+    with pytest.raises(ValueError, match="no message"):
+        tg.group_event(GROUP, "pinned_message", 999_999, user_id=USER)
+
+    updates = await bot.get_updates()
+    messages = [u.message for u in updates[1:]]
+    assert all(m is not None for m in messages)
+    joined, added, left, pin, started, ended, title, timer, created, topic = messages
+    assert joined is not None and [u.id for u in joined.new_chat_members] == [MEMBER]
+    assert joined.api_kwargs["new_chat_participant"]["id"] == MEMBER  # the legacy field
+    assert added is not None and [u.id for u in added.new_chat_members] == [44, 45]
+    assert left is not None and left.left_chat_member is not None
+    assert left.left_chat_member.id == 45
+    assert pin is not None and isinstance(pin.pinned_message, telegram.Message)
+    assert pin.pinned_message.text == "look https://b23.tv/pin"
+    assert started is not None and started.video_chat_started is not None
+    assert ended is not None and ended.video_chat_ended is not None
+    assert title is not None and title.new_chat_title == "Renamed"
+    assert title.chat.title == "Renamed"
+    assert timer is not None and timer.message_auto_delete_timer_changed is not None
+    assert created is not None and created.group_chat_created
+    assert topic is not None and topic.forum_topic_created is not None
+    assert topic.is_topic_message and topic.message_thread_id == topic.message_id
+    assert topic.chat.is_forum
+    for message in messages:
+        assert message is not None and message.text is None
+        assert filters.StatusUpdate.ALL.check_update(telegram.Update(0, message=message))
+    later = tg.user_sends_in_group(GROUP, MEMBER, "hi")
+    assert later["chat"]["title"] == "Renamed"
+
+
+@pytest.mark.asyncio
+async def test_a_group_upgraded_to_a_supergroup(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    tg.user_sends_in_group(GROUP, USER, "hi", title="Club")
+    old = tg.group_event(GROUP, "migrate_to_chat_id", user_id=USER)
+    new_id = old["migrate_to_chat_id"]
+    assert new_id == -1004001234567
+    updates = await bot.get_updates()
+    to_message, from_message = (u.message for u in updates[1:])
+    assert to_message is not None and from_message is not None
+    assert (to_message.chat.id, to_message.migrate_to_chat_id) == (GROUP, new_id)
+    assert (from_message.chat.id, from_message.chat.type) == (new_id, "supergroup")
+    assert (from_message.chat.title, from_message.migrate_from_chat_id) == ("Club", GROUP)
+    with pytest.raises(ChatMigrated) as caught:
+        await bot.send_message(GROUP, "hello")
+    assert caught.value.new_chat_id == new_id
+    await bot.send_message(new_id, "hello")
+    assert [m.text for m in tg.messages(new_id)] == ["hello"]
+    with pytest.raises(ValueError, match="became the supergroup"):
+        tg.user_sends_in_group(GROUP, USER, "hi")
+    tg.user_sends_in_group(new_id, USER, "hi again")  # the members moved with it
+
+
+@pytest.mark.asyncio
+async def test_a_bot_removed_from_a_group(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    tg.user_sends_in_group(GROUP, USER, "hi")
+    tg.group_event(GROUP, "left_chat_member", tg.bot_id, user_id=USER)
+    tg.user_sends_in_group(GROUP, USER, "not seen")
+    updates = await bot.get_updates()
+    assert [u.message.text if u.message else None for u in updates] == ["hi", None]
+    assert updates[1].message is not None and updates[1].message.left_chat_member is not None
+    with pytest.raises(Forbidden, match="bot was kicked from the group chat"):
+        await bot.send_message(GROUP, "hello")
+    tg.group_event(GROUP, "new_chat_members", [tg.bot_id], user_id=USER)
+    await bot.send_message(GROUP, "back")
+    assert [m.text for m in tg.messages(GROUP)] == ["back"]
+
+
+@pytest.mark.asyncio
+async def test_bots_anonymous_admins_and_inline_bots(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    other = tg.other_bot_sends_in_group(SUPERGROUP, 777, "I am a bot https://b23.tv/bot")
+    assert tg.pending_updates() == 0  # Telegram never shows a bot another bot's messages
+    tg.user_sends_in_group(SUPERGROUP, USER, "reply to it", reply_to_message_id=other["message_id"])
+    tg.user_sends_in_group(SUPERGROUP, USER, "as the group", anonymous_admin=True)
+    inline_bot = {"id": 888, "is_bot": True, "first_name": "Vid", "username": "vid"}
+    tg.user_sends_in_group(SUPERGROUP, USER, "https://b23.tv/v", via_bot=inline_bot)
+    with pytest.raises(ValueError, match="supergroups only"):
+        tg.user_sends_in_group(GROUP, USER, "x", anonymous_admin=True)
+    reply, anonymous, via = (u.message for u in await bot.get_updates())
+    assert reply is not None and reply.reply_to_message is not None
+    replied_to = reply.reply_to_message.from_user
+    assert replied_to is not None and replied_to.is_bot and replied_to.id == 777
+    assert anonymous is not None and anonymous.from_user is not None
+    assert (anonymous.from_user.id, anonymous.from_user.is_bot) == (1087968824, True)
+    assert anonymous.sender_chat is not None and anonymous.sender_chat.id == SUPERGROUP
+    assert via is not None and via.via_bot is not None and via.via_bot.username == "vid"
+    assert via.from_user is not None and via.from_user.id == USER
+
+
+@pytest.mark.asyncio
+async def test_privacy_mode_delivers_only_what_is_meant_for_the_bot(
+    tg: FakeTelegram, bot: telegram.Bot
+) -> None:
+    assert (await bot.get_me()).can_read_all_group_messages is True  # privacy mode off
+    tg.privacy_mode = True
+    assert (await bot.get_me()).can_read_all_group_messages is False
+    mention = {"type": "text_mention", "offset": 0, "length": 3, "user": BOT_USER}
+    not_for_it = [
+        tg.user_sends_in_group(GROUP, USER, "https://b23.tv/a"),
+        tg.user_sends_in_group(GROUP, USER, "/help@other_bot"),
+        tg.user_sends_in_group(GROUP, USER, "@other_bot hi"),
+    ]
+    bot_message = await bot.send_message(GROUP, "I am here")
+    for_it = [
+        tg.user_sends_in_group(GROUP, USER, "/help"),
+        tg.user_sends_in_group(GROUP, USER, "/help@Link2Text_Test_Bot"),
+        tg.user_sends_in_group(GROUP, USER, "hey @link2text_test_bot"),
+        tg.user_sends_in_group(GROUP, USER, "Bot, hi", entities=[mention]),
+        tg.user_sends_in_group(GROUP, USER, "ok", reply_to_message_id=bot_message.message_id),
+        tg.group_event(GROUP, "new_chat_members", user_id=MEMBER),
+    ]
+    updates = await bot.get_updates()
+    delivered = [u.message.message_id for u in updates if u.message]
+    assert delivered == [m["message_id"] for m in for_it]
+    assert not {m["message_id"] for m in not_for_it} & set(delivered)
+
+
+@pytest.mark.asyncio
+async def test_a_member_presses_a_button_in_a_group(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    tg.user_sends_in_group(GROUP, USER, "hi")
+    tg.group_event(GROUP, "new_chat_members", user_id=MEMBER, first_name="Bo")
+    await bot.send_message(GROUP, "Result", reply_markup=keyboard(("Retry", "retry:1")))
+    [sent] = tg.messages(GROUP)
+    owner = tg.user_presses(USER, sent, "retry:1")
+    other = tg.user_presses(MEMBER, sent, "retry:1")
+    with pytest.raises(ValueError, match="cannot see"):
+        tg.user_presses(99, sent, "retry:1")  # not a member
+    queries = [u.callback_query for u in await bot.get_updates() if u.callback_query]
+    assert [(q.id, q.from_user.id) for q in queries] == [(owner, USER), (other, MEMBER)]
+    assert queries[1].from_user.first_name == "Bo"
+    assert queries[0].message is not None and queries[0].message.chat.id == GROUP
+    assert queries[0].chat_instance == queries[1].chat_instance  # one per chat
