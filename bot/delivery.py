@@ -7,7 +7,8 @@ Telegram's limits: `messages_per_second` overall (leaving room under the ~30/s f
 acknowledgements) and one message per `per_chat_interval` in a chat (after a short burst).
 
 What each Telegram answer means here (shared/docs/telegram.md):
-- RetryAfter: every send waits the time asked, then the same payload is sent again;
+- RetryAfter: the chat waits the time asked (every chat, when several chats are asked to wait
+  at once: bot.pauses), then the same payload is sent again; other chats go on;
 - Forbidden: the user blocked the bot: the outcome is undeliverable after this one try;
 - TimedOut: Telegram may have delivered it: recorded as possibly delivered, not resent;
 - BadRequest: the payload changes (no reply, a document, smaller pieces), never resent as is;
@@ -41,6 +42,7 @@ from tortoise.timezone import now
 
 from bot import texts
 from bot.handlers import retry_markup
+from bot.pauses import Pauses
 from bot.ratelimit import NO_RETRIES
 from bot.splitting import CAPTION_LIMIT, preview, split_text, utf16_len
 from storage import Task, TaskState
@@ -116,8 +118,12 @@ class DeliveryLoop:
         service: TaskService,
         policy: DeliveryPolicy,
         *,
+        pauses: Pauses,
         secrets: tuple[str, ...] = (),
     ) -> None:
+        """`pauses` must be the registry of the bot's rate limiter (bot.ratelimit.pauses_of):
+        the limiter records every 429 there, and replies and deliveries respect the same pauses.
+        """
         self._bot = bot
         self._service = service
         self._outbox = service.outbox
@@ -125,7 +131,7 @@ class DeliveryLoop:
         self._secrets = tuple(secret for secret in secrets if secret)
         self._stopping = asyncio.Event()
         self._limiter = rate_limiter(policy.messages_per_second)
-        self._paused_until = 0.0  # loop time before which nothing is sent (RetryAfter)
+        self._pauses = pauses  # after a 429: per chat, or all chats (recorded by the limiter)
         self._chats = ChatPacer(policy.per_chat_interval, policy.per_chat_burst)
         self._queues: dict[int, deque[Task]] = {}
         self._workers: dict[int, asyncio.Task[None]] = {}
@@ -224,7 +230,9 @@ class DeliveryLoop:
             try:
                 await self._send_outcome(task)
             except RetryAfter as exc:
-                self._pause(exc)
+                # The rate limiter has recorded the pause (or raised because of it): _pace
+                # waits it out, where a shutdown can interrupt it.
+                log.info("task %s: chat %s must wait (%s)", task.id, task.chat_id, exc.message)
                 await self._outbox.end_send(task)
                 fresh = await self._outbox.claim(task)  # pieces sent so far count
                 if fresh is None:
@@ -250,12 +258,6 @@ class DeliveryLoop:
             await self._outbox.delivered(task)
             return True
         return False  # still throttled: back in the outbox for the next scan
-
-    def _pause(self, exc: RetryAfter) -> None:
-        seconds = _seconds(exc.retry_after)
-        log.warning("Telegram asks to wait %.0f s before sending more", seconds)
-        loop = asyncio.get_running_loop()
-        self._paused_until = max(self._paused_until, loop.time() + seconds)
 
     async def _refused(self, task: Task, exc: BadRequest) -> bool:
         level = task.payload_level + 1
@@ -306,7 +308,7 @@ class DeliveryLoop:
             if self._stopping.is_set():
                 raise _Stopping
             moment = loop.time()
-            wait = max(self._paused_until - moment, self._chats.wait(chat_id, moment))
+            wait = max(self._pauses.remaining(chat_id), self._chats.wait(chat_id, moment))
             if wait <= 0:
                 break
             with contextlib.suppress(TimeoutError):
@@ -317,7 +319,7 @@ class DeliveryLoop:
 
     def _free_now(self, chat_id: int) -> bool:
         moment = asyncio.get_running_loop().time()
-        return self._paused_until <= moment and self._chats.wait(chat_id, moment) <= 0
+        return self._pauses.remaining(chat_id) <= 0 and self._chats.wait(chat_id, moment) <= 0
 
     async def _send_piece(self, task: Task, index: int, send: Send) -> None:
         """Send piece `index` of the outcome once, and record it as sent."""
@@ -489,9 +491,8 @@ class DeliveryLoop:
                 parse_mode=None,
                 rate_limit_args=NO_RETRIES,
             )
-        except RetryAfter as exc:
-            self._pause(exc)
-            return False  # shown at the next scan
+        except RetryAfter:
+            return False  # the chat is paused (bot.pauses); shown at a later scan
         except _Stopping:
             return False
         except TelegramError as exc:
@@ -505,8 +506,3 @@ class DeliveryLoop:
 
 async def _already_sent() -> None:
     """A piece of the outcome that the user already has."""
-
-
-def _seconds(value: object) -> float:
-    total = getattr(value, "total_seconds", None)
-    return float(total()) if callable(total) else float(value)  # type: ignore[arg-type]

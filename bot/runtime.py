@@ -25,7 +25,7 @@ from bot.config import Settings
 from bot.delivery import DeliveryLoop, DeliveryPolicy
 from bot.handlers import Handlers
 from bot.polling import Poller
-from bot.ratelimit import RateLimiter
+from bot.ratelimit import RateLimiter, pauses_of
 from bot.updates import PerChatUpdateProcessor
 from coze import CozeWorkflowClient
 from storage import DatabaseOpenError, open_database, ping
@@ -190,7 +190,11 @@ def _telegram(settings: Settings) -> CleanupContext:
             await application.start()
             stack.push_async_callback(application.stop)
             delivery = DeliveryLoop(
-                application.bot, service, delivery_policy(settings), secrets=secrets_of(settings)
+                application.bot,
+                service,
+                delivery_policy(settings),
+                pauses=pauses_of(application.bot),  # the rate limiter's: one registry of pauses
+                secrets=secrets_of(settings),
             )
             delivery_task = asyncio.create_task(delivery.run(), name="delivery-loop")
             stack.push_async_callback(_stop_delivery, delivery, delivery_task)
