@@ -12,10 +12,17 @@ an ``X-Tt-Logid`` header. After a run's ``outcome.duration`` the run becomes Suc
 workflow's last node, an HTTP request node, POSTs the callback of the architecture's "Callback
 contract" to ``parameters["callback_url"]``, retrying like Coze's node does (3 retries by default).
 
+Run history comes in one of two shapes (``history_shape``): every field cozepy 0.20 requires
+("complete"), or the fields of the example reply in Coze's docs, which lacks
+``is_output_trimmed`` and ``usage`` ("documented").
+
 Fault injection: queued faults (``fail_next_start``, ``drop_next_start_connection``,
 ``fail_next_history``), random ones through the ``start_fault`` / ``history_fault`` hooks
-(a ``CozeFault`` or None per call), and per-run callback behaviour through ``WorkflowOutcome``
-(``callback="lose"``, ``callback_delay``, ``duplicates``).
+(a ``CozeFault`` or None per call), ready-made refusals (``TOKEN_INVALID``, ``ACCOUNT_IN_ARREARS``,
+``MODEL_SERVICE_IN_ARREARS``, ``RISK_CONTROL``), per-run callback behaviour through
+``WorkflowOutcome`` (``callback="lose"``, ``callback_delay``, ``duplicates``), an output cut
+short in run history (``WorkflowOutcome.trim_output_at``), and any record edited through the
+``history_edit`` hook.
 """
 
 from __future__ import annotations
@@ -37,7 +44,11 @@ from aiohttp import web
 from simulators.base import SimulatorServer
 
 __all__ = [
+    "ACCOUNT_IN_ARREARS",
     "FAIL_ERROR_CODE",
+    "MODEL_SERVICE_IN_ARREARS",
+    "RISK_CONTROL",
+    "TOKEN_INVALID",
     "CozeFault",
     "FakeCoze",
     "FakeRun",
@@ -73,6 +84,11 @@ class WorkflowOutcome:
     callback_delay: float = 0.0
     # Extra copies of the final callback for this run; None = FakeCoze.callback_duplicates.
     duplicates: int | None = None
+    # Run history shows `is_output_trimmed: true` and the serialized `output` cut after this
+    # many characters (None: whole). Coze cuts an output past 1 MB; how is not documented: cut
+    # like this it is JSON that stops in the middle (0: an empty output). The callback still
+    # brings the whole text.
+    trim_output_at: int | None = None
 
 
 @dataclass
@@ -102,14 +118,27 @@ class CozeFault:
 
     `code > 0`: the JSON body `{"code":code,"msg":msg}` with `http_status`; `code <= 0`: a
     non-JSON body (an HTML page for 5xx, plain text otherwise), which cozepy turns into
-    `CozeAPIError(code=http_status)`. `drop_connection=True`: the connection is closed without
-    any reply (the other fields are ignored), which httpx raises as `RemoteProtocolError`.
+    `CozeAPIError(code=http_status)`. `body`: this JSON body as it is, with `http_status`
+    (`code` and `msg` are then only labels), for error shapes other than `{"code","msg"}`.
+    `drop_connection=True`: the connection is closed without any reply (the other fields are
+    ignored), which httpx raises as `RemoteProtocolError`.
     """
 
     code: int
     msg: str
     http_status: int = 200
     drop_connection: bool = False
+    body: dict[str, Any] | None = None
+
+
+# Refusals the bot must tell apart (codes per shared/docs/coze-api.md). The docs give neither
+# the HTTP status nor the message of these; cozepy raises CozeAPIError(code) whatever the status.
+# Assumed: an invalid token is refused like other authentication errors, with HTTP 401 and the
+# usual {"code","msg"} body; the others come with HTTP 200, as Coze's business errors do.
+TOKEN_INVALID = CozeFault(700012006, "access token invalid", http_status=401)
+ACCOUNT_IN_ARREARS = CozeFault(4019, "account balance is in arrears, please top up")
+MODEL_SERVICE_IN_ARREARS = CozeFault(4022, "model service is in arrears, please top up")
+RISK_CONTROL = CozeFault(4102, "request blocked by risk control, please try again later")
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,12 +258,17 @@ class FakeCoze(SimulatorServer):
         callback_timeout: float = 10.0,
         callback_retries: int = 3,
         callback_backoff: float = 0.05,
+        history_shape: Literal["complete", "documented"] = "complete",
     ) -> None:
         super().__init__()
         self.token = token
         self.workflow_id = workflow_id
         self.url_parameter = url_parameter
         self.output_mode: Literal["variables", "text"] = output_mode
+        # "complete": every field cozepy 0.20's WorkflowRunHistory requires; "documented": the
+        # fields of the example reply in Coze's run-history docs (no is_output_trimmed unless
+        # the output was trimmed, no usage; cost and token as strings).
+        self.history_shape: Literal["complete", "documented"] = history_shape
         self.callback_duplicates = callback_duplicates
         self.send_progress = send_progress
         self.callbacks_enabled = callbacks_enabled
@@ -251,6 +285,9 @@ class FakeCoze(SimulatorServer):
         # returned is answered instead of the call, None lets the call through.
         self.start_fault: Callable[[dict[str, Any]], CozeFault | None] | None = None
         self.history_fault: Callable[[str], CozeFault | None] | None = None
+        # Called with every run-history record (a fresh dict, in `history_shape`) just before
+        # it is answered; what it returns is answered instead (fields left out, nulls, ...).
+        self.history_edit: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         self.injected_start_faults = 0  # faults returned by `start_fault`
         self.injected_history_faults = 0  # faults returned by `history_fault`
         self._start_faults: deque[CozeFault] = deque()
@@ -330,6 +367,16 @@ class FakeCoze(SimulatorServer):
         for _ in range(count):
             self._history_faults.append(CozeFault(code, msg, http_status))
 
+    def fail_next_start_with(self, fault: CozeFault, *, count: int = 1) -> None:
+        """The next `count` start calls answer `fault` (e.g. `TOKEN_INVALID`)."""
+        for _ in range(count):
+            self._start_faults.append(fault)
+
+    def fail_next_history_with(self, fault: CozeFault, *, count: int = 1) -> None:
+        """The next `count` run_histories calls answer `fault`."""
+        for _ in range(count):
+            self._history_faults.append(fault)
+
     # ---- helpers ------------------------------------------------------------------------
 
     def _new_logid(self) -> str:
@@ -375,6 +422,8 @@ class FakeCoze(SimulatorServer):
             if request.transport is not None:
                 request.transport.close()
             return web.Response(status=500)  # never reaches the client
+        if fault.body is not None:
+            return self._json(fault.body, logid, fault.http_status)
         if fault.code > 0:
             return self._error(fault.code, fault.msg, logid, fault.http_status)
         headers = {"X-Tt-Logid": logid}
@@ -509,11 +558,25 @@ class FakeCoze(SimulatorServer):
             "code": 0,
             "msg": "",
             "detail": {"logid": logid},
-            "data": [self._history_record(run)],
+            "data": [self._edited(self._history_record(run))],
         }
         return self._json(reply, logid)
 
+    def _edited(self, record: dict[str, Any]) -> dict[str, Any]:
+        return record if self.history_edit is None else self.history_edit(record)
+
+    @staticmethod
+    def _trimmed(run: FakeRun) -> bool:
+        return run.status == "Success" and run.outcome.trim_output_at is not None
+
     def _output(self, run: FakeRun) -> str:
+        output = self._whole_output(run)
+        if self._trimmed(run):
+            assert run.outcome.trim_output_at is not None
+            return output[: run.outcome.trim_output_at]
+        return output
+
+    def _whole_output(self, run: FakeRun) -> str:
         if run.status != "Success":
             return _RUNNING_OUTPUT  # also what a failed run shows
         text = run.outcome.text
@@ -528,6 +591,36 @@ class FakeCoze(SimulatorServer):
         return json.dumps({"Output": inner}, ensure_ascii=False, separators=_COMPACT)
 
     def _history_record(self, run: FakeRun) -> dict[str, Any]:
+        if self.history_shape == "documented":
+            return self._documented_record(run)
+        return self._complete_record(run)
+
+    def _documented_record(self, run: FakeRun) -> dict[str, Any]:
+        """The fields, order and types of the example in Coze's run-history docs (run_mode 2:
+        these runs are async; the example shows a sync one, 0)."""
+        failed = run.status == "Fail"
+        record: dict[str, Any] = {
+            "update_time": int(run.updated_at),
+            "cost": "0.00000",
+            "output": self._output(run),
+            "bot_id": "0",
+            "token": "0",
+            "execute_status": run.status,
+            "connector_uid": run.connector_uid,
+            "run_mode": 2,
+            "connector_id": "1024",
+            "logid": run.logid,
+            "debug_url": self._debug_url(run.execute_id),
+            "error_code": str(run.outcome.error_code) if failed else "",
+            "error_message": run.outcome.error_message if failed else "",
+            "execute_id": run.execute_id,
+            "create_time": int(run.created_at),
+        }
+        if self._trimmed(run):
+            record["is_output_trimmed"] = True  # the example shows an untrimmed output
+        return record
+
+    def _complete_record(self, run: FakeRun) -> dict[str, Any]:
         failed = run.status == "Fail"
         input_count = 20 + len(json.dumps(run.parameters)) // 4
         output_count = len(run.outcome.text) // 2 if run.status == "Success" else 0
@@ -538,7 +631,7 @@ class FakeCoze(SimulatorServer):
             "error_code": str(run.outcome.error_code) if failed else "",
             "error_message": run.outcome.error_message if failed else "",
             "debug_url": self._debug_url(run.execute_id),
-            "is_output_trimmed": False,
+            "is_output_trimmed": self._trimmed(run),
             "create_time": int(run.created_at),
             "update_time": int(run.updated_at),
             "bot_id": "0",

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
+import pydantic
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -21,7 +22,16 @@ from cozepy import (
 )
 from cozepy.request import AsyncHTTPClient
 
-from simulators.coze import CozeFault, FakeCoze, WorkflowOutcome, default_outcome_for
+from simulators.coze import (
+    ACCOUNT_IN_ARREARS,
+    MODEL_SERVICE_IN_ARREARS,
+    RISK_CONTROL,
+    TOKEN_INVALID,
+    CozeFault,
+    FakeCoze,
+    WorkflowOutcome,
+    default_outcome_for,
+)
 
 TOKEN = "pat_test_token"
 WORKFLOW_ID = "7400000000000000001"
@@ -287,6 +297,120 @@ async def test_fail_next_history(fake, receiver, clients):
     assert fake.history_calls == 2
 
 
+# The fields of the example reply in Coze's run-history docs (workflow_history).
+DOCUMENTED_RECORD_FIELDS = {
+    "update_time", "cost", "output", "bot_id", "token", "execute_status", "connector_uid",
+    "run_mode", "connector_id", "logid", "debug_url", "error_code", "error_message",
+    "execute_id", "create_time",
+}  # fmt: skip
+
+
+async def raw_history(fake: FakeCoze, execute_id: str, token: str = TOKEN) -> httpx.Response:
+    """The run-history reply as it is on the wire (cozepy cannot read every shape)."""
+    async with httpx.AsyncClient() as http:
+        return await http.get(
+            f"{fake.base_url}/v1/workflows/{WORKFLOW_ID}/run_histories/{execute_id}",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("outcome", ["Success", "Fail"])
+async def test_documented_history_shape(make_fake, receiver, clients, outcome):
+    fake = await make_fake(history_shape="documented")
+    fake.outcome_for = lambda url: WorkflowOutcome(
+        status=outcome, text="hello", error_code=720701013, error_message="video unavailable"
+    )
+    coze = clients(fake.base_url)
+    run = await coze.workflows.runs.create(
+        workflow_id=WORKFLOW_ID, parameters=params(receiver.url), is_async=True
+    )
+    await fake.drain()
+    reply = await raw_history(fake, run.execute_id)
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["code"] == 0 and body["msg"] == "" and body["detail"]["logid"]
+    (record,) = body["data"]
+    assert set(record) == DOCUMENTED_RECORD_FIELDS  # no is_output_trimmed, no usage
+    assert record["execute_id"] == run.execute_id and record["execute_status"] == outcome
+    assert isinstance(record["cost"], str) and isinstance(record["token"], str)
+    if outcome == "Success":
+        assert parse_output(record["output"]) == {"text": "hello"}
+        assert (record["error_code"], record["error_message"]) == ("", "")
+    else:
+        assert record["output"] == '{"Output":"null"}'
+        assert (record["error_code"], record["error_message"]) == (
+            "720701013",
+            "video unavailable",
+        )
+    # cozepy 0.20's model requires is_output_trimmed: it cannot read Coze's documented reply.
+    with pytest.raises(pydantic.ValidationError, match="is_output_trimmed"):
+        await history(coze, run.execute_id)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("shape", ["complete", "documented"])
+async def test_trimmed_output(make_fake, receiver, clients, shape):
+    fake = await make_fake(history_shape=shape)
+    text = "第一段 " * 50
+    fake.outcome_for = lambda url: WorkflowOutcome(text=text, trim_output_at=60)
+    coze = clients(fake.base_url)
+    run = await coze.workflows.runs.create(
+        workflow_id=WORKFLOW_ID, parameters=params(receiver.url), is_async=True
+    )
+    await fake.drain()
+    whole = json.dumps(
+        {"Output": json.dumps({"text": text}, ensure_ascii=False, separators=(",", ":"))},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    (record,) = (await raw_history(fake, run.execute_id)).json()["data"]
+    assert record["is_output_trimmed"] is True
+    assert record["output"] == whole[:60]  # cut in the middle: no longer JSON
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(record["output"])
+    if shape == "complete":
+        hist = await history(coze, run.execute_id)
+        assert hist.is_output_trimmed is True and hist.output == whole[:60]
+    assert [b["text"] for b in receiver.bodies] == [text]  # the callback brings all of it
+
+
+@pytest.mark.asyncio
+async def test_trimmed_output_only_once_the_run_succeeded(make_fake, receiver, clients):
+    fake = await make_fake()
+    fake.outcome_for = lambda url: WorkflowOutcome(text="x" * 100, trim_output_at=0, duration=0.3)
+    coze = clients(fake.base_url)
+    run = await coze.workflows.runs.create(
+        workflow_id=WORKFLOW_ID, parameters=params(receiver.url), is_async=True
+    )
+    hist = await history(coze, run.execute_id)
+    assert hist.execute_status == WorkflowExecuteStatus.RUNNING
+    assert hist.is_output_trimmed is False and hist.output == '{"Output":"null"}'
+    await fake.drain()
+    hist = await history(coze, run.execute_id)
+    assert hist.is_output_trimmed is True and hist.output == ""
+
+
+@pytest.mark.asyncio
+async def test_history_edit_hook(make_fake, receiver, clients):
+    fake = await make_fake(history_shape="documented")
+    seen: list[dict[str, Any]] = []
+
+    def edit(record: dict[str, Any]) -> dict[str, Any]:
+        seen.append(dict(record))
+        return {**record, "output": None, "error_message": None, "bot_id": None}
+
+    fake.history_edit = edit
+    coze = clients(fake.base_url)
+    run = await coze.workflows.runs.create(
+        workflow_id=WORKFLOW_ID, parameters=params(receiver.url), is_async=True
+    )
+    (record,) = (await raw_history(fake, run.execute_id)).json()["data"]
+    assert record["output"] is None and record["error_message"] is None
+    assert record["bot_id"] is None and record["execute_id"] == run.execute_id
+    assert len(seen) == 1 and set(seen[0]) == DOCUMENTED_RECORD_FIELDS
+
+
 # ---- errors on start -------------------------------------------------------------------------
 
 
@@ -474,6 +598,60 @@ async def test_history_fault_hook(make_fake, receiver, clients):
     assert seen == [run.execute_id] * 3
     assert fake.injected_history_faults == 2
     assert fake.history_calls == 4
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("fault", "code", "status"),
+    [
+        (TOKEN_INVALID, 700012006, 401),
+        (ACCOUNT_IN_ARREARS, 4019, 200),
+        (MODEL_SERVICE_IN_ARREARS, 4022, 200),
+        (RISK_CONTROL, 4102, 200),
+    ],
+    ids=["700012006", "4019", "4022", "4102"],
+)
+async def test_ready_made_refusals_on_start_and_history(
+    make_fake, receiver, clients, fault, code, status
+):
+    fake = await make_fake(callbacks_enabled=False)
+    coze = clients(fake.base_url)
+    fake.fail_next_start_with(fault)
+    with pytest.raises(CozeAPIError) as err:
+        await coze.workflows.runs.create(
+            workflow_id=WORKFLOW_ID, parameters=params(receiver.url), is_async=True
+        )
+    assert (err.value.code, err.value.msg) == (code, fault.msg)
+    assert err.value.logid
+    assert fake.runs == {}
+    run = await coze.workflows.runs.create(
+        workflow_id=WORKFLOW_ID, parameters=params(receiver.url), is_async=True
+    )
+
+    fake.fail_next_history_with(fault, count=2)
+    with pytest.raises(CozeAPIError) as err:
+        await history(coze, run.execute_id)
+    assert err.value.code == code
+    reply = await raw_history(fake, run.execute_id)  # the second one, as it is on the wire
+    assert reply.status_code == status
+    logid = reply.headers["X-Tt-Logid"]
+    assert logid and reply.json() == {"code": code, "msg": fault.msg, "detail": {"logid": logid}}
+    assert (await history(coze, run.execute_id)).execute_id == run.execute_id
+    assert fake.start_calls == 2 and fake.history_calls == 3
+
+
+@pytest.mark.asyncio
+async def test_a_fault_with_its_own_body(fake, receiver, clients):
+    body = {"code": 700012006, "message": "access token invalid"}  # no "msg"
+    fake.fail_next_start_with(CozeFault(700012006, "no msg", http_status=401, body=body))
+    async with httpx.AsyncClient() as http:
+        reply = await http.post(
+            f"{fake.base_url}/v1/workflow/run",
+            json={"workflow_id": WORKFLOW_ID, "parameters": params(receiver.url)},
+        )
+    assert reply.status_code == 401 and reply.json() == body
+    assert reply.headers["X-Tt-Logid"]
+    assert fake.runs == {}
 
 
 # ---- the HTTP callback node ------------------------------------------------------------------
