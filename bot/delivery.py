@@ -64,7 +64,12 @@ PROGRESS_BATCH = 20
 # A workflow's own failure reason is shown only when it reads like a sentence, not a dump.
 _REASON_MAX = 160
 _NOT_FOR_USERS = re.compile(
-    r"traceback|exception|stack|token|secret|password|File \"|code|errno|\d{5,}|[{}\[\]<>=]",
+    r"traceback|exception|stack|token|secret|password|File \"|code|errno|\d{5,}|[{}\[\]<>=]"
+    # Nothing a user could follow: no link, domain name or @handle (a workflow's message is
+    # not ours to vouch for), and no control or bidirectional formatting characters, which
+    # can make text read differently from what it is.
+    r"|://|www\.|\w\.[a-z]{2,}\b|@\w"
+    r"|[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]",
     re.I,
 )
 
