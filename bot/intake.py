@@ -1,6 +1,8 @@
 """Intake: what each update is allowed to cost, decided before any handler runs.
 
-Screening is in memory and takes no time, so a user who floods the bot is turned away before
+Screening is in memory and takes no time. First, what the bot never acts on (bot.groups:
+group chatter not addressed to it, service messages, messages from bots) is dropped, so it
+never counts against a limit. Then, so a user who floods the bot is turned away before
 their messages reach the database, Telegram or Coze: blocked users are ignored entirely; a
 user past `max_messages_per_user_per_minute` is told once to slow down and the rest of their
 messages that minute are dropped; with an allow-list, other users get one polite sentence.
@@ -19,6 +21,7 @@ from telegram import Update
 from telegram.error import TelegramError
 
 from bot import texts
+from bot.groups import acts_on
 from tasks import AccessList
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,14 @@ class Intake:
     def screen(self, update: object) -> Screening:
         if not isinstance(update, Update):
             return Screening.HANDLE
+        # Group chatter not meant for the bot, service messages and bots' messages are not
+        # the bot's business: they never count against anyone's limits or get an answer.
+        try:
+            bot = update.get_bot()
+        except RuntimeError:
+            bot = None
+        if bot is not None and not acts_on(update, bot_username=bot.username, bot_id=bot.id):
+            return Screening.DROP
         user = update.effective_user
         if user is None:
             return Screening.HANDLE

@@ -7,6 +7,7 @@ group, so what the bot ignores below it ignores by itself, not because Telegram 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,11 +15,19 @@ from telegram import Update
 
 from bot import texts
 from bot.groups import acts_on
-from bot.runtime import RunningBot
+from bot.runtime import RunningBot, running_bot
 from simulators.coze import FakeCoze
 from simulators.telegram import FakeTelegram, SentMessage
 from storage import InboxUpdate
-from tests.conftest import OTHER_USER, SHARE_TEXT, USER, Conversation, eventually, settled
+from tests.conftest import (
+    OTHER_USER,
+    SHARE_TEXT,
+    USER,
+    Conversation,
+    eventually,
+    make_settings,
+    settled,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -391,3 +400,23 @@ async def test_the_rule(update: dict[str, Any], acted_on: bool) -> None:
     }
     parsed = Update.de_json({"update_id": 1, **payload}, None)
     assert acts_on(parsed, bot_username=BOT.upper(), bot_id=BOT_ID) is acted_on
+
+
+async def test_group_chatter_never_counts_against_the_message_limit_or_the_allow_list(
+    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        telegram,
+        coze,
+        limits={"max_messages_per_user_per_minute": 3},
+        access={"allowed_users": [OTHER_USER]},
+    )
+    async with running_bot(settings):
+        for n in range(6):
+            telegram.user_sends_in_group(GROUP, USER, f"just chatting {n}")
+        telegram.group_event(GROUP, "new_chat_members", user_id=USER)
+        await settled()
+        assert telegram.messages(GROUP) == []
+        telegram.user_sends_in_group(GROUP, OTHER_USER, f"@{BOT} https://v.douyin.com/ok/")
+        await telegram.wait_for(lambda: len(telegram.messages(GROUP)) >= 2, 10.0)
