@@ -66,7 +66,10 @@ FAILURE_WORDS = {
         "The bot's text service plan does not allow this right now. The operator has been "
         "told; please try again later."
     ),
-    "coze_quota": "The bot has used up its quota for today. Please try again tomorrow.",
+    "coze_quota": (
+        "The bot has used up its quota of the text service. The operator has been told; "
+        "please try again later."
+    ),
     "coze_error": "The text service refused the request. Please try again later.",
     "timeout": "This took too long and was stopped.",
 }

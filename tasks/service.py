@@ -129,7 +129,7 @@ def outcome_of_history(history: RunHistory) -> Outcome:
         text=history.text,
         error=history.error_message.strip()
         or f"the workflow failed (Coze error {history.error_code})",
-        trimmed=getattr(history, "output_trimmed", False),
+        trimmed=history.output_trimmed,
     )
 
 

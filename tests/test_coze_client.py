@@ -15,6 +15,7 @@ import pytest_asyncio
 from cozepy import CozeAPIError, CozeInvalidEventError, CozePKCEAuthError
 from cozepy.exception import CozePKCEAuthErrorType
 
+from bot import texts
 from bot.config import Settings
 from bot.runtime import running_bot
 from coze import CozeCallError, CozeWorkflowClient, RunStatus, parse_output
@@ -510,10 +511,12 @@ async def test_the_bot_settles_a_task_from_a_trimmed_output(
         chat.send("https://v.douyin.com/trimmed/")
         await delivered()
         task = await Task.get(id=1)
-    assert task.state == TaskState.COMPLETED
+    assert task.state == TaskState.COMPLETED and task.output_trimmed
     assert task.result_text and 1000 < len(task.result_text) < len(text)
     assert text.startswith(task.result_text)
     assert "Paragraph 20: words said in the video." in text_sent(chat)
+    # The user is told that Coze cut the text.
+    assert texts.TRIMMED_NOTE in text_sent(chat)
 
 
 @pytest.mark.asyncio

@@ -26,10 +26,10 @@ pytestmark = pytest.mark.asyncio
         (4100, 401, "coze_config", "not set up correctly", "coze.token"),
         (4101, 200, "coze_config", "not set up correctly", "permission"),
         (4200, 200, "coze_config", "not set up correctly", "coze.workflow_id"),
-        (4011, 200, "coze_quota", "used up its quota", "top it up"),
+        (4011, 200, "coze_quota", "used up its quota of the text service", "top it up"),
         (700012006, 401, "coze_config", "not set up correctly", "coze.api_base_url"),
-        (4019, 200, "coze_quota", "used up its quota", "top up the balance"),
-        (4022, 200, "coze_quota", "used up its quota", "top up the balance"),
+        (4019, 200, "coze_quota", "used up its quota of the text service", "top up the balance"),
+        (4022, 200, "coze_quota", "used up its quota of the text service", "top up the balance"),
     ],
     ids=[
         "6003-free-plan",
