@@ -23,6 +23,7 @@ HELP = (
     "I answer at once with a task number, and send the video's text when it is ready "
     "(usually within a minute or two), with a Retry button in case it is not right.\n\n"
     "Known to work: " + ", ".join(KNOWN_PLATFORMS) + ". Other sites may work too.\n\n"
+    "In a group, mention me with the link, or send it as a reply to one of my messages.\n\n"
     "Commands:\n"
     "/tasks - your recent tasks\n"
     "/status N - one task, by its number\n"
