@@ -1,85 +1,20 @@
-"""Pure functions: finding links, splitting text, reading Coze's output, classifying errors."""
+"""Pure functions: splitting text, reading Coze's output, classifying errors."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import random
 
 import httpx
 import pytest
 from cozepy import CozeAPIError
-from telegram import Chat, Message, MessageEntity
 
 from bot import texts
 from bot.delivery import ChatPacer
-from bot.links import links_in, normalize_link
 from bot.splitting import preview, split_text, utf16_len
 from coze import parse_output
 from coze.client import ErrorClass, classify
 from storage import Task, TaskState
-
-
-def message(text: str, entities: list[MessageEntity] | None = None) -> Message:
-    return Message(
-        message_id=1,
-        date=dt.datetime.now(dt.UTC),
-        chat=Chat(id=1, type=Chat.PRIVATE),
-        text=text,
-        entities=entities or [],
-    )
-
-
-def url_entity(text: str, url: str) -> MessageEntity:
-    # Offsets in UTF-16 units, as Telegram sends them.
-    offset = utf16_len(text[: text.index(url)])
-    return MessageEntity(MessageEntity.URL, offset, utf16_len(url))
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        ("https://v.douyin.com/iRNBho6u/", "https://v.douyin.com/iRNBho6u/"),
-        ("https://v.douyin.com/a/复制此链接，打开抖音", "https://v.douyin.com/a/"),
-        ("https://xhslink.com/a/Xyz，复制本条", "https://xhslink.com/a/Xyz"),
-        ("v.douyin.com/abc/", "https://v.douyin.com/abc/"),
-        (
-            "https://www.bilibili.com/video/BV1xx411c7mD).",
-            "https://www.bilibili.com/video/BV1xx411c7mD",
-        ),
-        ("http://127.0.0.1/x", None),
-        ("http://localhost:8080/", None),
-        ("https://10.0.0.1/", None),
-        ("http://[::1]/", None),
-        ("ftp://example.com/file", None),
-        ("https://example.com:notaport/", None),
-        ("javascript:alert(1)", None),
-        ("hello", None),
-        ("https://" + "a" * 3000 + ".com/", None),
-    ],
-)
-def test_normalize_link(raw: str, expected: str | None) -> None:
-    assert normalize_link(raw) == expected
-
-
-def test_links_come_from_entities_with_utf16_offsets() -> None:
-    text = "😀😀 7.43 复制打开抖音，看看【作品】 https://v.douyin.com/iRNBho6u/ Mwz:/ 09/27"
-    url = "https://v.douyin.com/iRNBho6u/"
-    assert links_in(message(text, [url_entity(text, url)])) == [url]
-
-
-def test_text_links_use_their_hidden_url_and_duplicates_count_once() -> None:
-    text = "watch this and this https://b23.tv/x"
-    entities = [
-        MessageEntity(MessageEntity.TEXT_LINK, 6, 4, url="https://b23.tv/x"),
-        url_entity(text, "https://b23.tv/x"),
-    ]
-    assert links_in(message(text, entities)) == ["https://b23.tv/x"]
-
-
-def test_unmarked_text_falls_back_to_a_pattern() -> None:
-    text = "复制打开 v.douyin.com/abc/ 和 https://b23.tv/def。谢谢"
-    assert links_in(message(text)) == ["https://v.douyin.com/abc/", "https://b23.tv/def"]
 
 
 def test_split_text_keeps_every_character_in_order_within_the_limit() -> None:
