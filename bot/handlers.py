@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters, Update
 from telegram.error import BadRequest
@@ -18,7 +19,7 @@ from telegram.ext import (
 )
 
 from bot import groups, texts
-from bot.links import links_in
+from bot.links import scan_links
 from storage.repository import RetryRefusal
 from tasks import AccessList, Allowance, QuotaRefusal, TaskService, UserInfo
 from tasks.stats import collect_stats
@@ -57,12 +58,14 @@ class Handlers:
         access: AccessList | None = None,
         max_tasks_per_day: int = 0,
         max_active_tasks: int = 0,
+        allowed_hosts: Sequence[str] = (),
     ) -> None:
         self._service = service
         self._max_links = max_links_per_message
         self._access = access or AccessList()
         self._max_tasks_per_day = max_tasks_per_day
         self._max_active_tasks = max_active_tasks
+        self._allowed_hosts = tuple(allowed_hosts)
 
     def register(self, application: Application) -> None:  # type: ignore[type-arg]
         # Before every other handler: what the bot must not act on (in groups, what is not
@@ -108,9 +111,12 @@ class Handlers:
             return
         if message.text is None and message.caption is None:
             return  # a service message (a pin, a join) or a sticker: nothing to answer
-        links = links_in(message)
+        scan = scan_links(message, allowed_hosts=self._allowed_hosts)
+        links = scan.links
         if not links:
-            await message.reply_text(texts.NO_LINK, parse_mode=None)
+            # Something that looked like a link but may not be used gets its reason.
+            words = texts.link_refused(scan.refused[0][1].value) if scan.refused else texts.NO_LINK
+            await message.reply_text(words, parse_mode=None)
             return
         taken, skipped = links[: self._max_links], max(0, len(links) - self._max_links)
         user = UserInfo(id=sender.id, first_name=sender.first_name, username=sender.username)

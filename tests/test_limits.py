@@ -265,3 +265,33 @@ def _delivered(task_id: int) -> Any:
 
 async def _quiet(telegram: FakeTelegram) -> bool:
     return telegram.pending_updates() == 0
+
+
+@pytest.mark.parametrize(
+    ("sent", "words"),
+    [
+        ("http://127.0.0.1/video", "private or local address"),
+        ("http://0x7f.1/v", "private or local address"),
+        ("https://box.internal/v", "local or internal name"),
+        ("https://user:pw@v.douyin.com/x/", "user name or password"),
+        ("https://www.youtube.com/watch?v=abc", "only takes links from certain video sites"),
+    ],
+)
+async def test_a_refused_link_gets_its_reason_and_no_task(
+    tmp_path: Path,
+    telegram: FakeTelegram,
+    coze: FakeCoze,
+    chat: Conversation,
+    sent: str,
+    words: str,
+) -> None:
+    limits = {"allowed_hosts": ["douyin.com", "b23.tv"]}
+    async with bot_with(tmp_path, telegram, coze, limits):
+        chat.send(f"看看 {sent}")
+        (answer,) = await chat.wait_for_messages(1)
+        assert answer.text is not None and words in answer.text
+        chat.send("看看 https://v.douyin.com/allowed/")  # the registered domain covers v.
+        await chat.wait_for_messages(3)
+        assert [run.parameters["url"] for run in coze.runs.values()] == [
+            "https://v.douyin.com/allowed/"
+        ]
