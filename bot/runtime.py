@@ -30,7 +30,7 @@ from bot.updates import PerChatUpdateProcessor
 from coze import CozeWorkflowClient
 from storage import DatabaseOpenError, open_database, ping
 from tasks import Inbox, Reconciler, StartPolicy, TaskService
-from webhook import HEALTH_CHECK, TASK_SERVICE, create_app
+from webhook import HEALTH_CHECK, TASK_SERVICE, ServerLimits, WebhookRunner, WebhookSite, create_app
 from webhook.app import CALLBACK_PATH
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,11 @@ async def running_bot(settings: Settings) -> AsyncIterator[RunningBot]:
     port = sock.getsockname()[1]
     public_url = settings.server.public_url or f"http://{settings.server.host}:{port}"
     app = build_web_app(settings, public_url)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    limits = ServerLimits(
+        keepalive_timeout=settings.server.keepalive_timeout_seconds,
+        read_timeout=settings.server.read_timeout_seconds,
+    )
+    runner = WebhookRunner(app, limits)
     try:
         # Opens the database and starts the bot, in this task, so every task created from
         # here on (request handlers, PTB's, the loops) sees the same database context.
@@ -277,7 +281,7 @@ async def running_bot(settings: Settings) -> AsyncIterator[RunningBot]:
             ) from None
         except DatabaseOpenError as exc:
             raise StartupError(f"storage.database_url: cannot open the database ({exc})") from None
-        site = web.SockSite(runner, sock)
+        site = WebhookSite(runner, sock)
         await site.start()
         log.info(
             "listening on %s:%s, callbacks at %s%s",
