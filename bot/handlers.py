@@ -32,6 +32,12 @@ _RETRY_DATA = re.compile(r"^retry:([0-9]{1,12})$")
 _NUMBER = re.compile(r"#?([0-9]{1,12})")
 
 
+def _the_number(args: list[str] | None) -> int | None:
+    """The one argument of a command, as a number (ASCII digits, an optional #), or None."""
+    match = _NUMBER.fullmatch(args[0]) if args and len(args) == 1 else None
+    return int(match.group(1)) if match is not None else None
+
+
 def retry_markup(task_id: int) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [[InlineKeyboardButton(texts.RETRY_LABEL, callback_data=f"{RETRY_PREFIX}{task_id}")]]
@@ -179,12 +185,10 @@ class Handlers:
         message, sender = update.effective_message, update.effective_user
         if message is None or sender is None:
             return
-        args = context.args or []
-        match = _NUMBER.fullmatch(args[0]) if len(args) == 1 else None
-        if match is None:
+        number = _the_number(context.args)
+        if number is None:
             await message.reply_text(texts.STATUS_USAGE, parse_mode=None)
             return
-        number = int(match.group(1))
         task = await self._service.task_of(sender.id, number)
         if task is None:
             await message.reply_text(texts.no_such_task(number), parse_mode=None)
@@ -258,12 +262,10 @@ class Handlers:
         if not self._access.is_admin(sender.id):
             await message.reply_text(texts.UNKNOWN_COMMAND, parse_mode=None)
             return
-        args = context.args or []
-        match = _NUMBER.fullmatch(args[0]) if len(args) == 1 else None
-        if match is None:
+        user_id = _the_number(context.args)
+        if user_id is None:
             await message.reply_text(texts.BLOCK_USAGE, parse_mode=None)
             return
-        user_id = int(match.group(1))
         if blocking and self._access.is_admin(user_id):
             await message.reply_text(texts.CANNOT_BLOCK_ADMIN, parse_mode=None)
             return
