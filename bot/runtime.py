@@ -24,12 +24,13 @@ from bot import texts
 from bot.config import Settings
 from bot.delivery import DeliveryLoop, DeliveryPolicy
 from bot.handlers import Handlers
+from bot.intake import Intake
 from bot.polling import Poller
 from bot.ratelimit import RateLimiter, pauses_of
 from bot.updates import PerChatUpdateProcessor
 from coze import CozeWorkflowClient
 from storage import DatabaseOpenError, open_database, ping
-from tasks import Inbox, Reconciler, StartPolicy, TaskService
+from tasks import AccessList, Inbox, Quotas, Reconciler, StartPolicy, TaskService
 from webhook import HEALTH_CHECK, TASK_SERVICE, ServerLimits, WebhookRunner, WebhookSite, create_app
 from webhook.app import CALLBACK_PATH
 
@@ -110,6 +111,12 @@ def _task_service(settings: Settings, public_url: str) -> CleanupContext:
                 attempts=settings.coze.start_attempts,
                 backoff_seconds=settings.coze.start_backoff_seconds,
             ),
+            quotas=Quotas(
+                max_active_tasks_per_user=settings.limits.max_active_tasks_per_user,
+                max_tasks_per_user_per_day=settings.limits.max_tasks_per_user_per_day,
+            ),
+            max_concurrent_runs=settings.limits.max_concurrent_runs,
+            max_starts_per_second=settings.coze.max_starts_per_second,
         )
         reconciler = Reconciler(
             coze,
@@ -131,7 +138,9 @@ def _task_service(settings: Settings, public_url: str) -> CleanupContext:
     return task_service
 
 
-def build_application(settings: Settings, service: TaskService, inbox: Inbox) -> Application:  # type: ignore[type-arg]
+def build_application(
+    settings: Settings, service: TaskService, inbox: Inbox, access: AccessList
+) -> Application:  # type: ignore[type-arg]
     application = (
         ApplicationBuilder()
         .updater(None)  # bot.polling.Poller fetches updates: it stores them first
@@ -143,13 +152,25 @@ def build_application(settings: Settings, service: TaskService, inbox: Inbox) ->
         .read_timeout(settings.telegram.request_timeout_seconds)
         .write_timeout(settings.telegram.request_timeout_seconds)
         .concurrent_updates(
-            PerChatUpdateProcessor(max_concurrent_updates=64, on_handled=inbox.handled)
+            PerChatUpdateProcessor(
+                max_concurrent_updates=64,
+                on_handled=inbox.handled,
+                on_poisoned=inbox.set_aside,
+                intake=Intake(
+                    access, max_messages_per_minute=settings.limits.max_messages_per_user_per_minute
+                ),
+            )
         )
         .build()
     )
-    Handlers(service, max_links_per_message=settings.tasks.max_links_per_message).register(
-        application
-    )
+    Handlers(
+        service,
+        max_links_per_message=settings.tasks.max_links_per_message,
+        access=access,
+        max_tasks_per_day=settings.limits.max_tasks_per_user_per_day,
+        max_active_tasks=settings.limits.max_active_tasks_per_user,
+        allowed_hosts=settings.limits.allowed_hosts,
+    ).register(application)
     application.add_error_handler(_log_error)
     return application
 
@@ -160,7 +181,11 @@ async def _log_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None
         user = update.effective_user.id if update.effective_user else None
         chat = update.effective_chat.id if update.effective_chat else None
         where = f"update {update.update_id} (user {user}, chat {chat})"
-    log.error("error while handling %s", where, exc_info=context.error)
+    # The exception's own message may quote what the user sent: the log at ERROR names its
+    # type and where it was raised; the whole traceback is at DEBUG.
+    error = context.error
+    log.error("error while handling %s: %s at %s", where, type(error).__name__, _origin(error))
+    log.debug("error while handling %s", where, exc_info=error)
     if not isinstance(update, Update):
         return
     # The user hears that it failed (never why: that is in the log), rather than silence.
@@ -173,11 +198,27 @@ async def _log_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None
         log.warning("could not tell the user about the error: %s", exc)
 
 
+def _origin(error: BaseException | None) -> str:
+    """file:line of the innermost frame of the error's traceback."""
+    tb = error.__traceback__ if error is not None else None
+    if tb is None:
+        return "unknown"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
+
+
 def _telegram(settings: Settings) -> CleanupContext:
     async def telegram(app: web.Application) -> AsyncIterator[None]:
         service = app[TASK_SERVICE]
         inbox = Inbox()
-        application = build_application(settings, service, inbox)
+        access = AccessList(
+            admins=settings.access.admins,
+            blocked=settings.access.blocked_users,
+            allowed=settings.access.allowed_users,
+        )
+        await access.load()
+        application = build_application(settings, service, inbox, access)
         async with contextlib.AsyncExitStack() as stack:
             # Each step registers its own undoing, so a failure half-way through start-up
             # (a rejected token, an unreachable Telegram) still shuts down what was started.
@@ -207,6 +248,7 @@ def _telegram(settings: Settings) -> CleanupContext:
                 inbox,
                 timeout=settings.telegram.poll_timeout_seconds,
                 allowed_updates=ALLOWED_UPDATES,
+                read_timeout=settings.telegram.request_timeout_seconds,
             )
             await poller.start()
             stack.push_async_callback(poller.stop)
