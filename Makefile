@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint format bench soak clean
+.PHONY: venv demo test lint format bench soak fuzz clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,9 @@ bench: $(STAMP)
 
 soak: $(STAMP)
 	$(PY) -m simulators.soak
+
+fuzz: $(STAMP)
+	$(PY) -m simulators.fuzz
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
