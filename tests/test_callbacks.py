@@ -1,7 +1,8 @@
-"""POST /webhook/coze: the callback contract, over a real socket, and every way it can be wrong.
+"""POST /webhook/coze: the callback contract, over a real socket, on a fresh bot per test.
 
 Answers: 200 accepted (also duplicates and stale attempts), 400 malformed, 401 bad token,
-404 unknown run, 413 too large. A refused callback changes nothing.
+404 unknown run, 413 too large. A refused callback changes nothing. Every other way a request
+can be wrong (malformed bodies, encodings, headers, connections) is in test_webhook_hardening.
 """
 
 from __future__ import annotations
@@ -96,51 +97,6 @@ async def test_duplicate_callbacks_from_the_workflow_deliver_once(
     assert run.callback_replies == [200, 200, 200]
     await settled()
     assert len(chat.messages) == 2
-
-
-@pytest.mark.parametrize(
-    "raw",
-    [
-        b"",
-        b"not json",
-        b"[1, 2, 3]",
-        b'{"task_id": "x"}',
-        b"\xff\xfe\x00",
-    ],
-    ids=["empty", "not-json", "array", "missing-fields", "not-utf8"],
-)
-async def test_malformed_bodies_are_400_and_change_nothing(
-    bot: RunningBot,
-    chat: Conversation,
-    http: aiohttp.ClientSession,
-    waiting_task: Task,
-    raw: bytes,
-) -> None:
-    assert await post(http, bot, None, raw=raw) == 400
-    await _unchanged(waiting_task, chat)
-
-
-@pytest.mark.parametrize(
-    "fields",
-    [
-        {"status": "done"},
-        {"progress": 150},
-        {"progress": "50"},
-        {"text": 42},
-        {"task_id": ""},
-        {"task_id": "x" * 65},
-    ],
-    ids=["unknown-status", "progress-range", "progress-type", "text-type", "empty-id", "long-id"],
-)
-async def test_wrongly_typed_fields_are_400_and_change_nothing(
-    bot: RunningBot,
-    chat: Conversation,
-    http: aiohttp.ClientSession,
-    waiting_task: Task,
-    fields: dict[str, Any],
-) -> None:
-    assert await post(http, bot, body_for(waiting_task.run_id, **fields)) == 400
-    await _unchanged(waiting_task, chat)
 
 
 async def test_a_bad_token_is_401_and_changes_nothing(
