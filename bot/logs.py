@@ -70,8 +70,9 @@ class ThrottleAcceptErrors(logging.Filter):
             self._held_back += 1
             return False
         error = record.exc_info[1] if record.exc_info else None
-        record.msg = "cannot accept connections: %s (%d more like it held back)"
-        record.args = (error or "out of system resource", self._held_back)
+        record.msg = "cannot accept connections: %s%s"
+        held_back = f" ({self._held_back} more since the last such line)" if self._held_back else ""
+        record.args = (error or "out of system resource", held_back)
         record.exc_info = record.exc_text = None
         self._held_back = 0
         self._quiet_until = now + self._period

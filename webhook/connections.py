@@ -1,20 +1,24 @@
 """Every connection has a deadline, and their number a ceiling.
 
-aiohttp closes a keep-alive connection left idle for `keepalive_timeout`, but it has no timeout
-for a request that is being sent: headers or a body dribbled a byte at a time, or half-sent and
-left there, hold a connection (and a file descriptor) for as long as the client likes. (3.14
-starts its keep-alive timer when a connection opens, which catches headers that never finish
-on a fresh connection; a body that never finishes is not caught at all.) So each connection
-here is in one of three phases, with a deadline of its own:
+aiohttp closes a keep-alive connection left idle for `keepalive_timeout`, but it has no read
+timeout: headers or a body dribbled a byte at a time, or half-sent and left there, hold a
+connection (and a file descriptor) as long as the client likes. (aiohttp 3.14 arms its
+keep-alive timer when a connection opens and after each answer, and it fires only while no
+whole request line and headers have arrived: headers that never finish are dropped after
+`keepalive_timeout`, a body that never finishes never is; older versions armed it after the
+first answer only.) So each connection here is in one of three phases, with its own deadline:
 
 - waiting for a request: closed after `keepalive_timeout` (as aiohttp does, kept here too);
 - reading one, from its first byte until its body has been read: closed after `read_timeout`;
 - handling it: no deadline (the handler's own work is bounded by the database).
 
-And when the open connections reach `max_connections` (by default a little under the process's
-open-file limit, so accept() does not start failing with EMFILE), a new one closes the oldest
-connection that is waiting for a request, or is closed itself if every one is busy.
-Closing is counted and logged as one line per minute at most, however many there are.
+When the open connections reach `max_connections` (by default far enough under the process's
+open-file limit to leave room for one burst of accepts and the rest of the bot: 768 under the
+common 1024), a new one closes the oldest connection that is waiting for a request, or is
+closed itself if every one is busy. asyncio accepts a backlog's worth of connections at a time
+before any reaches this guard, so a flood can still hit EMFILE for a moment: asyncio then
+pauses accepting for a second, and bot.logs turns its error into one line a minute.
+Connections closed on purpose are logged as one line a minute at most, however many.
 """
 
 from __future__ import annotations
@@ -34,12 +38,18 @@ from webhook.http_log import Tally
 log = logging.getLogger(__name__)
 
 
+# asyncio accepts up to a backlog's worth of connections in one go, before any of them reaches
+# the guard: that many file descriptors must be free on top of the ceiling.
+ACCEPT_BURST = 128
+
+
 def default_max_connections() -> int:
-    """Leave room under the open-file limit for the database, Telegram and Coze."""
+    """Leave room under the open-file limit for one burst of accepts, and for the database,
+    Telegram and Coze."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft <= 0:
         return 10_000
-    return max(16, soft - max(64, soft // 8))
+    return max(16, soft - ACCEPT_BURST - max(64, soft // 8))
 
 
 @dataclass(frozen=True)
