@@ -868,7 +868,13 @@ def check_parser(raw: bytes) -> bool:
     return True
 
 
-FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Modest, so the file runs in seconds; no example database in the working tree.
+FAST = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @FAST
