@@ -57,10 +57,8 @@ def body_for(run_id: str, **fields: Any) -> dict[str, Any]:
     return body
 
 
-async def post(
-    http: aiohttp.ClientSession, bot: RunningBot, body: object, *, raw: bytes | None = None
-) -> int:
-    data = raw if raw is not None else json.dumps(body).encode()
+async def post(http: aiohttp.ClientSession, bot: RunningBot, body: object) -> int:
+    data = json.dumps(body).encode()
     async with http.post(
         bot.public_url + "/webhook/coze",
         data=data,
