@@ -11,9 +11,10 @@ too) or sent via an inline bot, edited messages and channel posts. Callback quer
 button) go through: the handler checks who pressed. Update kinds without a message are left
 to whatever handles them.
 
-The gate runs in handler group `GATE_GROUP`, before every other handler; an update it refuses
-stops there (`ApplicationHandlerStop`), so it is answered by nothing and still counts as
-handled (the inbox marks it so).
+`acts_on` is applied at intake (bot.intake), before anything else, so what the bot does not
+act on never counts against a user's limits. The same rule also runs as a gate in handler
+group `GATE_GROUP`, before every other handler, for an Application built without intake; an
+update it refuses stops there (`ApplicationHandlerStop`) and still counts as handled.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from bot.links import links_in
 
 log = logging.getLogger(__name__)
 
-GATE_GROUP = -2  # group -1 is the access gate's (blocked users, quotas)
+GATE_GROUP = -2
 
 _GROUP_TYPES = frozenset({Chat.GROUP, Chat.SUPERGROUP})
 
