@@ -238,13 +238,21 @@ class Handlers:
 
     # --- admins ------------------------------------------------------------------------------
 
-    async def stats(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def _from_admin(self, update: Update) -> tuple[Message, int] | None:
+        """The message and its admin sender; anyone else hears of no such command."""
         message, sender = update.effective_message, update.effective_user
         if message is None or sender is None:
-            return
+            return None
         if not self._access.is_admin(sender.id):
             await message.reply_text(texts.UNKNOWN_COMMAND, parse_mode=None)
+            return None
+        return message, sender.id
+
+    async def stats(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        admin = await self._from_admin(update)
+        if admin is None:
             return
+        message, _ = admin
         await message.reply_text(texts.stats(await collect_stats()), parse_mode=None)
 
     async def block(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -256,12 +264,10 @@ class Handlers:
     async def _change_block(
         self, update: Update, context: ContextTypes.DEFAULT_TYPE, *, blocking: bool
     ) -> None:
-        message, sender = update.effective_message, update.effective_user
-        if message is None or sender is None:
+        admin = await self._from_admin(update)
+        if admin is None:
             return
-        if not self._access.is_admin(sender.id):
-            await message.reply_text(texts.UNKNOWN_COMMAND, parse_mode=None)
-            return
+        message, admin_id = admin
         user_id = _the_number(context.args)
         if user_id is None:
             await message.reply_text(texts.BLOCK_USAGE, parse_mode=None)
@@ -270,12 +276,12 @@ class Handlers:
             await message.reply_text(texts.CANNOT_BLOCK_ADMIN, parse_mode=None)
             return
         if blocking:
-            changed = await self._access.block(user_id, by=sender.id)
+            changed = await self._access.block(user_id, by=admin_id)
             answer = texts.blocked(user_id, changed)
         else:
-            changed = await self._access.unblock(user_id, by=sender.id)
+            changed = await self._access.unblock(user_id, by=admin_id)
             answer = texts.unblocked(user_id, changed)
-        log.info("admin %s %s user %s", sender.id, "blocked" if blocking else "unblocked", user_id)
+        log.info("admin %s %s user %s", admin_id, "blocked" if blocking else "unblocked", user_id)
         await message.reply_text(answer, parse_mode=None)
 
     @staticmethod
