@@ -34,6 +34,14 @@ class User(Model):
     first_name = fields.CharField(max_length=128, default="")
     extract_count = fields.IntField(default=0)
     last_extract_at = fields.DatetimeField(null=True)
+    # The language Telegram reports for the user, and the one they chose with /lang (which
+    # wins); "en" or "zh".
+    language_code = fields.CharField(max_length=35, null=True)
+    language = fields.CharField(max_length=8, null=True)
+    # /settings: texts always as a .txt document.
+    always_as_file = fields.BooleanField(default=False, db_default=False)
+    # The user's own task numbers: their first task is their #1 (numbers are never reused).
+    last_task_number = fields.IntField(default=0, db_default=0)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -48,10 +56,17 @@ class Task(Model):
         "models.User", related_name="tasks", on_delete=fields.CASCADE
     )
     user_id: int
+    # The task's number among its user's tasks (#1, #2, ...): what the user sees and types.
+    user_number = fields.IntField(null=True)
     chat_id = fields.BigIntField()
     request_message_id = fields.BigIntField()
     ack_message_id = fields.BigIntField(null=True)
     input_url = fields.CharField(max_length=2048)
+    # Which video the link shows (platform and id, or the normalised link): a text extracted
+    # for the same video recently is answered from the database (see tasks.videos).
+    video_key = fields.CharField(max_length=255, null=True)
+    # Answered from an earlier extraction (that task's id), with no Coze run.
+    reused_from = fields.IntField(null=True)
     run_id = fields.CharField(max_length=64, unique=True)
     state = fields.CharEnumField(TaskState, max_length=16, default=TaskState.PENDING, db_index=True)
     execute_id = fields.CharField(max_length=64, null=True)
@@ -100,6 +115,8 @@ class Task(Model):
 
     class Meta:
         table = "tasks"
+        unique_together = (("user_id", "user_number"),)
+        indexes = (("video_key", "state"),)
 
 
 # Every attempt ever started, so a callback for an old attempt is known (and ignored).
