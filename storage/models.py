@@ -65,8 +65,10 @@ class Task(Model):
     # Which video the link shows (platform and id, or the normalised link): a text extracted
     # for the same video recently is answered from the database (see tasks.videos).
     video_key = fields.CharField(max_length=255, null=True)
-    # Answered from an earlier extraction (that task's id), with no Coze run.
+    # Answered from an earlier extraction (that task's id), with no Coze run, and when that
+    # text was made.
     reused_from = fields.IntField(null=True)
+    text_made_at = fields.DatetimeField(null=True)
     run_id = fields.CharField(max_length=64, unique=True)
     state = fields.CharEnumField(TaskState, max_length=16, default=TaskState.PENDING, db_index=True)
     execute_id = fields.CharField(max_length=64, null=True)

@@ -20,6 +20,11 @@ class Migration(migrations.Migration):
         ),
         ops.AddField(
             model_name='Task',
+            name='text_made_at',
+            field=fields.DatetimeField(null=True, auto_now=False, auto_now_add=False),
+        ),
+        ops.AddField(
+            model_name='Task',
             name='user_number',
             field=fields.IntField(null=True),
         ),
