@@ -21,7 +21,14 @@ What it models, with Telegram's own error texts:
   supergroup refuses sends with ``migrate_to_chat_id``, a group the bot was removed from with 403;
   a button is pressed (``user_presses``) by a member of the message's chat;
 - messages, replies (``reply_parameters`` and the old ``reply_to_message_id``), inline keyboards,
-  documents, edits, deletions, chat actions, callback queries and their answers, bot commands;
+  documents, edits, deletions, callback queries and their answers;
+- chat actions (``sendChatAction``), checked as the Bot API server checks them and recorded per
+  chat (``chat_actions``);
+- the bot's profile per language: command menus per ``scope`` and ``language_code``
+  (``setMyCommands``/``getMyCommands``/``deleteMyCommands``; ``commands_for``, ``menu_seen_by``),
+  descriptions, short descriptions and names (``setMyDescription``... ``getMyName``;
+  ``description_for``, ``short_description_for``, ``name_for``). Users carry the
+  ``language_code`` they last reported (``user_sends(..., language_code=...)``) in every ``from``;
 - ``getUpdates`` with offsets, limits, long polling and the 409 of a concurrent poller, and a
   webhook mode that POSTs updates to a loopback URL (``setWebhook``/``deleteWebhook``);
 - entities as the server computes them (ported from TDLib's ``MessageEntity.cpp``): bot commands
@@ -63,6 +70,7 @@ from simulators.base import SimulatorServer
 __all__ = [
     "GROUP_ANONYMOUS_BOT",
     "FakeTelegram",
+    "ScopeKey",
     "SentMessage",
     "TelegramDelay",
     "TelegramFault",
@@ -99,21 +107,44 @@ _UNIMPLEMENTED_PARSE_MODE = (
 )
 _QUERY_TOO_OLD = "Bad Request: query is too old and response timeout expired or query ID is invalid"
 
-_CHAT_ACTIONS = frozenset(
-    {
-        "typing",
-        "upload_photo",
-        "record_video",
-        "upload_video",
-        "record_voice",
-        "upload_voice",
-        "upload_document",
-        "choose_sticker",
-        "find_location",
-        "record_video_note",
-        "upload_video_note",
-    }
+# sendChatAction's actions as the Bot API server reads them (lower-cased first): the documented
+# names, "cancel" and the old aliases it still takes, each mapped to what `chat_actions` records.
+_CHAT_ACTIONS: dict[str, str] = {
+    "cancel": "cancel",
+    "typing": "typing",
+    "upload_photo": "upload_photo",
+    "record_video": "record_video",
+    "upload_video": "upload_video",
+    "record_voice": "record_voice",
+    "record_audio": "record_voice",
+    "upload_voice": "upload_voice",
+    "upload_audio": "upload_voice",
+    "upload_document": "upload_document",
+    "choose_sticker": "choose_sticker",
+    "find_location": "find_location",
+    "pick_up_location": "find_location",
+    "record_video_note": "record_video_note",
+    "upload_video_note": "upload_video_note",
+}
+_WRONG_ACTION = "Bad Request: wrong parameter action in request"
+
+# The bot's profile. Command checks are TDLib's (set_commands), then the server's; the limits of
+# descriptions and names are the server's, counted here in characters (code points).
+MAX_COMMANDS = 100
+MAX_COMMAND_LENGTH = 32
+MAX_COMMAND_DESCRIPTION_LENGTH = 256
+MAX_DESCRIPTION_LENGTH = 512
+MAX_SHORT_DESCRIPTION_LENGTH = 120
+MAX_NAME_LENGTH = 64
+_TD_SPACE = " \t\r\n\0\v\f"  # what td::trim strips
+_GLOBAL_SCOPES = frozenset(
+    {"default", "all_private_chats", "all_group_chats", "all_chat_administrators"}
 )
+_CHAT_SCOPES = frozenset({"chat", "chat_administrators", "chat_member"})
+_INVALID_LANGUAGE = "Bad Request: invalid language code specified"
+# A command scope as stored: (type, chat id for the chat scopes, user id for chat_member).
+ScopeKey = tuple[str, int | None, int | None]
+_DEFAULT_SCOPE: ScopeKey = ("default", None, None)
 
 # Form fields that are strings on the wire and must not be JSON-decoded ("123" stays "123").
 _STRING_FIELDS = frozenset(
@@ -162,11 +193,32 @@ _METHODS = (
     "setMyCommands",
     "getMyCommands",
     "deleteMyCommands",
+    "setMyDescription",
+    "getMyDescription",
+    "setMyShortDescription",
+    "getMyShortDescription",
+    "setMyName",
+    "getMyName",
 )
 _CANONICAL = {name.lower(): name for name in _METHODS}
-# Methods `fault_hook` never applies to (lower-case): start-up, polling and callback answers.
+# Methods `fault_hook` never applies to (lower-case): start-up (the bot's profile included),
+# polling and callback answers.
 _HOOK_EXEMPT = frozenset(
-    {"getupdates", "getme", "deletewebhook", "setmycommands", "answercallbackquery"}
+    {
+        "getupdates",
+        "getme",
+        "deletewebhook",
+        "answercallbackquery",
+        "setmycommands",
+        "getmycommands",
+        "deletemycommands",
+        "setmydescription",
+        "getmydescription",
+        "setmyshortdescription",
+        "getmyshortdescription",
+        "setmyname",
+        "getmyname",
+    }
 )
 
 
@@ -1051,6 +1103,91 @@ class _ApiError(Exception):
         self.migrate_to_chat_id = migrate_to_chat_id
 
 
+def _json_string(obj: JSONDict, name: str) -> str:
+    """td's JsonObject::get_required_string_field: a String, or a Number as written."""
+    if name not in obj:
+        raise ValueError(f'Can\'t find field "{name}"')
+    value = obj[name]
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f'Field "{name}" must be of type String')
+
+
+def _json_long(obj: JSONDict, name: str) -> int:
+    """td's JsonObject::get_required_long_field: a Number, or a String holding one."""
+    if name not in obj:
+        raise ValueError(f'Can\'t find field "{name}"')
+    value = obj[name]
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f'Field "{name}" must be a Number')
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if not re.fullmatch(r"-?\d+", text):
+        raise ValueError(f'Field "{name}" must be a valid Number')
+    return int(text)
+
+
+def _parse_scope(raw: Any) -> tuple[str, str | None, int | None]:
+    """A BotCommandScope as the Bot API server parses it: (type, chat_id as given, user_id).
+
+    Chats are not looked up here. An absent or empty scope is the default scope.
+    """
+    if raw is None or raw == "":
+        return ("default", None, None)
+    if isinstance(raw, str):  # form fields are JSON-decoded on arrival: this one was not JSON
+        raise _ApiError(400, "Bad Request: can't parse BotCommandScope JSON object")
+    try:
+        if not isinstance(raw, dict):
+            raise ValueError("BotCommandScope must be an Object")
+        kind = _json_string(raw, "type")
+        if kind in _GLOBAL_SCOPES:
+            return (kind, None, None)
+        if kind not in _CHAT_SCOPES:
+            raise ValueError("Unsupported type specified")
+        chat_id = _json_string(raw, "chat_id")
+        if not chat_id:
+            raise ValueError("Empty chat_id specified")
+        if kind != "chat_member":
+            return (kind, chat_id, None)
+        user_id = _json_long(raw, "user_id")
+        if user_id <= 0:
+            raise ValueError("Invalid user_id specified")
+        return (kind, chat_id, user_id)
+    except ValueError as exc:
+        raise _ApiError(400, f"Bad Request: can't parse BotCommandScope: {exc}") from exc
+
+
+def _parse_commands(raw: Any) -> list[tuple[str, str]]:
+    """The ``commands`` parameter as the Bot API server parses it (absent or empty: none)."""
+    if raw is None or raw == "":
+        return []
+    if isinstance(raw, str):  # not JSON (see _parse_scope)
+        raise _ApiError(400, "Bad Request: can't parse commands JSON object")
+    if not isinstance(raw, list):
+        raise _ApiError(400, "Bad Request: expected an Array of BotCommand")
+    result: list[tuple[str, str]] = []
+    for item in raw:
+        try:
+            if not isinstance(item, dict):
+                raise ValueError("expected an Object")
+            result.append((_json_string(item, "command"), _json_string(item, "description")))
+        except ValueError as exc:
+            raise _ApiError(400, f"Bad Request: can't parse BotCommand: {exc}") from exc
+    return result
+
+
+def _language_code(params: JSONDict) -> str:
+    """``language_code`` of the profile methods: empty, or two lower-case letters (TDLib)."""
+    raw = params.get("language_code")
+    code = "" if raw is None else str(raw)
+    if code and not re.fullmatch(r"[a-z]{2}", code):
+        raise _ApiError(400, _INVALID_LANGUAGE)
+    return code
+
+
 @dataclass
 class _Fault:
     status: int
@@ -1138,7 +1275,6 @@ class FakeTelegram(SimulatorServer):
         # what the bot did
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.callback_answers: dict[str, dict[str, Any]] = {}
-        self.commands: list[dict[str, Any]] = []
         self.webhook_deliveries: list[JSONDict] = []  # updates accepted by the bot's webhook
         # knobs
         self.callback_query_ttl: float | None = 15.0  # Telegram refuses late answers
@@ -1151,8 +1287,9 @@ class FakeTelegram(SimulatorServer):
         # the group: this fake delivers it always (a superset).
         self.privacy_mode = False
         # Random faults: called as fault_hook(method_lower, params) for each call with no
-        # queued fail_next/delay_next, except getUpdates, getMe, deleteWebhook, setMyCommands
-        # and answerCallbackQuery; None lets the call through unchanged.
+        # queued fail_next/delay_next, except getUpdates, getMe, deleteWebhook,
+        # answerCallbackQuery and the bot's profile (set/get/deleteMyCommands, set/getMyName,
+        # set/getMyDescription, set/getMyShortDescription); None lets the call through unchanged.
         self.fault_hook: (
             Callable[[str, dict[str, Any]], TelegramFault | TelegramDelay | None] | None
         ) = None
@@ -1162,6 +1299,13 @@ class FakeTelegram(SimulatorServer):
         # state
         self._chats: dict[int, _Chat] = {}
         self._blocked: set[int] = set()
+        self._languages: dict[int, str] = {}  # user id -> the language_code last reported
+        self._chat_actions: dict[int, list[str]] = {}
+        # the bot's profile: command lists per (scope, language_code); texts per language_code
+        self._commands: dict[tuple[ScopeKey, str], list[JSONDict]] = {}
+        self._descriptions: dict[str, str] = {}
+        self._short_descriptions: dict[str, str] = {}
+        self._names: dict[str, str] = {}  # dedicated names; "" is bot_first_name
         self._sent: dict[int, list[SentMessage]] = {}
         self._deleted: dict[int, list[SentMessage]] = {}
         self._sent_index: dict[tuple[int, int], SentMessage] = {}
@@ -1203,6 +1347,28 @@ class FakeTelegram(SimulatorServer):
             "setMyCommands": self._set_my_commands,
             "getMyCommands": self._get_my_commands,
             "deleteMyCommands": self._delete_my_commands,
+            "setMyDescription": functools.partial(
+                self._set_profile_text,
+                field="description",
+                table=self._descriptions,
+                limit=MAX_DESCRIPTION_LENGTH,
+                too_long="Bad Request: BOT_DESC_INVALID",
+            ),
+            "getMyDescription": functools.partial(
+                self._get_profile_text, field="description", table=self._descriptions
+            ),
+            "setMyShortDescription": functools.partial(
+                self._set_profile_text,
+                field="short_description",
+                table=self._short_descriptions,
+                limit=MAX_SHORT_DESCRIPTION_LENGTH,
+                too_long="Bad Request: BOT_SHARETEXT_INVALID",
+            ),
+            "getMyShortDescription": functools.partial(
+                self._get_profile_text, field="short_description", table=self._short_descriptions
+            ),
+            "setMyName": self._set_my_name,
+            "getMyName": self._get_my_name,
         }
 
     # ---------------------------------------------------------------- lifecycle
@@ -1251,7 +1417,13 @@ class FakeTelegram(SimulatorServer):
         auto_entities: bool = True,
         language_code: str | None = None,
     ) -> dict[str, Any]:
-        """Queue an Update with a private-chat message from the user; return the message dict."""
+        """Queue an Update with a private-chat message from the user; return the message dict.
+
+        `language_code` is the user's app language as Telegram reports it (an IETF tag such as
+        ``en`` or ``zh-hans``): it goes into the ``from`` of this message and of everything the
+        user does later (messages, presses, edits) until another call changes it; None keeps
+        the last one reported and ``""`` clears it.
+        """
         chat = self._touch_chat(user_id, first_name, username, language_code)
         if entities is None:
             entities = find_entities(text) if auto_entities else []
@@ -1449,6 +1621,7 @@ class FakeTelegram(SimulatorServer):
         if found:
             message["entities"] = found
         message["edit_date"] = int(time.time())
+        message["from"] = self._current_user(message["from"])
         self._queue_update({"edited_message": copy.deepcopy(message)})
         return copy.deepcopy(message)
 
@@ -1470,7 +1643,7 @@ class FakeTelegram(SimulatorServer):
         instance = hashlib.sha256(f"{self.bot_id}:{message.chat_id}".encode()).hexdigest()[:16]
         query: JSONDict = {
             "id": query_id,
-            "from": copy.deepcopy(chat.members[user_id]),
+            "from": self._current_user(chat.members[user_id]),
             "message": copy.deepcopy(current),
             "chat_instance": str(int(instance, 16) % 10**19),
             "data": callback_data,
@@ -1511,6 +1684,94 @@ class FakeTelegram(SimulatorServer):
         """The decoded params of every call of `method` (case-insensitive), in order."""
         wanted = method.lower()
         return [params for name, params in self.calls if name.lower() == wanted]
+
+    def chat_actions(self, chat_id: int) -> list[str]:
+        """The actions the bot broadcast in that chat (sendChatAction), in order.
+
+        Names as Telegram reads them: lower-cased, the old aliases under their current names
+        (``record_audio`` is ``record_voice``, ``upload_audio`` ``upload_voice``,
+        ``pick_up_location`` ``find_location``); ``cancel`` included.
+        """
+        return list(self._chat_actions.get(chat_id, []))
+
+    def language_of(self, user_id: int) -> str | None:
+        """The language_code the user last reported (None if none)."""
+        return self._languages.get(user_id)
+
+    # ---------------------------------------------------------------- the bot's profile
+
+    @property
+    def commands(self) -> list[dict[str, Any]]:
+        """The command list of the default scope with no language (what a plain
+        ``setMyCommands(commands)`` sets); assigning sets it."""
+        return self.commands_for()
+
+    @commands.setter
+    def commands(self, value: list[dict[str, Any]]) -> None:
+        self._store_commands(_DEFAULT_SCOPE, "", [dict(c) for c in value])
+
+    def commands_for(
+        self, language_code: str | None = None, scope: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """The command list set for exactly this scope and language, as getMyCommands returns it
+        (no fallback to other scopes or languages; [] if none).
+
+        `scope` is BotCommandScope JSON (``{"type": "chat", "chat_id": 42}``...; None is the
+        default scope); `language_code` None or ``""`` is the list for every language.
+        """
+        try:
+            kind, chat_id, user_id = _parse_scope(scope)
+        except _ApiError as exc:
+            raise ValueError(exc.description) from exc
+        key: ScopeKey = (kind, None, user_id)
+        if chat_id is not None:
+            if not re.fullmatch(r"-?\d+", chat_id):
+                raise ValueError(f"chat_id {chat_id!r} is not a chat id")
+            key = (kind, int(chat_id), user_id)
+        return copy.deepcopy(self._commands.get((key, language_code or ""), []))
+
+    def command_lists(self) -> dict[tuple[ScopeKey, str], list[dict[str, Any]]]:
+        """Every command list set: {((scope type, chat id, user id), language_code): list}."""
+        return copy.deepcopy(self._commands)
+
+    def menu_seen_by(self, user_id: int, language_code: str | None = None) -> list[dict[str, Any]]:
+        """The command menu the user sees in their private chat with the bot.
+
+        Telegram's order: the first list set among the ``chat`` scope of that chat, then
+        ``all_private_chats``, then ``default``, each first for the user's language, then for
+        every language. The user's language is `language_code`, or else the one they last
+        reported, reduced to its primary subtag (``zh-hans`` looks for ``zh``: an assumption,
+        Telegram does not document how it matches an app language to the two-letter codes).
+        """
+        reported = language_code if language_code is not None else self._languages.get(user_id)
+        primary = (reported or "").split("-", 1)[0].lower()
+        languages = [primary, ""] if primary else [""]
+        scopes: list[ScopeKey] = [
+            ("chat", user_id, None),
+            ("all_private_chats", None, None),
+            _DEFAULT_SCOPE,
+        ]
+        for scope in scopes:
+            for language in languages:
+                found = self._commands.get((scope, language))
+                if found:
+                    return copy.deepcopy(found)
+        return []
+
+    def description_for(self, language_code: str | None = None) -> str:
+        """The description set for exactly that language (None: for every language), or ""."""
+        return self._descriptions.get(language_code or "", "")
+
+    def short_description_for(self, language_code: str | None = None) -> str:
+        """The short description set for exactly that language (None: every language), or ""."""
+        return self._short_descriptions.get(language_code or "", "")
+
+    def name_for(self, language_code: str | None = None) -> str:
+        """The bot's name for that language: the dedicated one (or ""), or with None the name
+        for every language (``bot_first_name``, which setMyName without a language changes)."""
+        if not language_code:
+            return self.bot_first_name
+        return self._names.get(language_code, "")
 
     # ---------------------------------------------------------------- fault injection
 
@@ -1710,16 +1971,35 @@ class FakeTelegram(SimulatorServer):
             "username": self.bot_username,
         }
 
-    @staticmethod
     def _user_json(
-        user_id: int, first_name: str, username: str | None, language_code: str | None
+        self, user_id: int, first_name: str, username: str | None, language_code: str | None
     ) -> JSONDict:
+        """A User object. `language_code` None keeps the language the user last reported, ""
+        clears it: Telegram puts the user's current app language in every ``from``."""
+        if language_code is not None:
+            if language_code:
+                self._languages[user_id] = language_code
+            else:
+                self._languages.pop(user_id, None)
         user: JSONDict = {"id": user_id, "is_bot": False, "first_name": first_name}
         if username:
             user["username"] = username
-        if language_code:
-            user["language_code"] = language_code
+        language = self._languages.get(user_id)
+        if language:
+            user["language_code"] = language
         return user
+
+    def _current_user(self, user: JSONDict) -> JSONDict:
+        """A copy of a stored User object with the language the user reports now."""
+        result = copy.deepcopy(user)
+        if result.get("is_bot"):
+            return result
+        language = self._languages.get(int(result["id"]))
+        if language:
+            result["language_code"] = language
+        else:
+            result.pop("language_code", None)
+        return result
 
     def _touch_chat(
         self, user_id: int, first_name: str, username: str | None, language_code: str | None
@@ -2350,12 +2630,14 @@ class FakeTelegram(SimulatorServer):
         return True
 
     async def _send_chat_action(self, params: JSONDict) -> bool:
-        self._chat_for(params)
-        action = params.get("action")
-        if not action:
-            raise _ApiError(400, "Bad Request: action is empty")
-        if action not in _CHAT_ACTIONS:
-            raise _ApiError(400, "Bad Request: wrong parameter action in request")
+        # The server reads the action (lower-cased) before it looks at the chat.
+        raw = params.get("action")
+        action = _CHAT_ACTIONS.get("" if raw is None else str(raw).lower())
+        if action is None:
+            raise _ApiError(400, _WRONG_ACTION)
+        chat_id, _chat = self._chat_for(params)
+        self._chat_actions.setdefault(chat_id, []).append(action)
+        await self._changed_async()
         return True
 
     async def _answer_callback_query(self, params: JSONDict) -> bool:
@@ -2376,32 +2658,115 @@ class FakeTelegram(SimulatorServer):
         await self._changed_async()
         return True
 
+    def _scope_key(self, params: JSONDict) -> ScopeKey:
+        """The ``scope`` parameter, its chat looked up as the Bot API server and TDLib do."""
+        kind, chat_ref, user_id = _parse_scope(params.get("scope"))
+        if chat_ref is None:
+            return (kind, None, user_id)
+        if not re.fullmatch(r"-?\d+", chat_ref.strip()):
+            raise _ApiError(400, _CHAT_NOT_FOUND)  # @username: no public chats here
+        chat_id = int(chat_ref)
+        chat = self._chats.get(chat_id)
+        if chat is None:
+            raise _ApiError(400, _CHAT_NOT_FOUND)
+        if chat.chat["type"] == "private" and kind != "chat":
+            raise _ApiError(400, "Bad Request: can't use specified scope in private chats")
+        return (kind, chat_id, user_id)
+
+    def _store_commands(self, scope: ScopeKey, language: str, commands: list[JSONDict]) -> None:
+        if commands:
+            self._commands[(scope, language)] = commands
+        else:
+            self._commands.pop((scope, language), None)
+
     async def _set_my_commands(self, params: JSONDict) -> bool:
-        commands = params.get("commands")
-        if not isinstance(commands, list):
-            raise _ApiError(400, "Bad Request: can't parse commands JSON object")
-        if len(commands) > 100:
+        # In the Bot API server's order: the commands' JSON, the scope (its JSON, then its chat),
+        # the language (TDLib), each command (TDLib: trimmed, one leading "/" dropped), then
+        # what Telegram's servers refuse (too many commands, characters outside a-z 0-9 _).
+        commands = _parse_commands(params.get("commands"))
+        scope = self._scope_key(params)
+        language = _language_code(params)
+        cleaned: list[JSONDict] = []
+        for raw_name, raw_description in commands:
+            name = raw_name.strip(_TD_SPACE)
+            if name.startswith("/"):
+                name = name[1:]
+            if not name:
+                raise _ApiError(400, "Bad Request: command must be non-empty")
+            if len(name) > MAX_COMMAND_LENGTH:
+                raise _ApiError(
+                    400, f"Bad Request: command length must not exceed {MAX_COMMAND_LENGTH}"
+                )
+            description = raw_description.strip(_TD_SPACE)
+            if not description:
+                raise _ApiError(400, "Bad Request: command description must be non-empty")
+            if len(description) > MAX_COMMAND_DESCRIPTION_LENGTH:
+                raise _ApiError(
+                    400,
+                    "Bad Request: command description length must not exceed "
+                    f"{MAX_COMMAND_DESCRIPTION_LENGTH}",
+                )
+            cleaned.append({"command": name, "description": description})
+        if len(cleaned) > MAX_COMMANDS:
             raise _ApiError(400, "Bad Request: BOT_COMMANDS_TOO_MUCH")
-        for command in commands:
-            if not isinstance(command, dict):
-                raise _ApiError(400, "Bad Request: can't parse BotCommand JSON object")
-            name = command.get("command")
-            description = command.get("description")
-            if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_]{1,32}", name):
-                raise _ApiError(400, "Bad Request: BOT_COMMAND_INVALID")
-            if not isinstance(description, str) or not 1 <= len(description.strip()) <= 256:
-                raise _ApiError(400, "Bad Request: BOT_COMMAND_DESCRIPTION_INVALID")
-        self.commands = [dict(c) for c in commands]
+        if any(not re.fullmatch(r"[a-z0-9_]+", c["command"]) for c in cleaned):
+            raise _ApiError(400, "Bad Request: BOT_COMMAND_INVALID")
+        self._store_commands(scope, language, cleaned)
         await self._changed_async()
         return True
 
     async def _get_my_commands(self, params: JSONDict) -> list[JSONDict]:
-        return copy.deepcopy(self.commands)
+        scope = self._scope_key(params)
+        language = _language_code(params)
+        return copy.deepcopy(self._commands.get((scope, language), []))
 
     async def _delete_my_commands(self, params: JSONDict) -> bool:
-        self.commands = []
+        scope = self._scope_key(params)
+        language = _language_code(params)
+        self._store_commands(scope, language, [])
         await self._changed_async()
         return True
+
+    async def _set_profile_text(
+        self, params: JSONDict, *, field: str, table: dict[str, str], limit: int, too_long: str
+    ) -> bool:
+        """setMyDescription and setMyShortDescription: "" (or nothing) removes the text of
+        that language. The language is checked first (TDLib), the length by Telegram."""
+        language = _language_code(params)
+        raw = params.get(field)
+        text = "" if raw is None else str(raw)
+        if len(text) > limit:
+            raise _ApiError(400, too_long)
+        if text:
+            table[language] = text
+        else:
+            table.pop(language, None)
+        await self._changed_async()
+        return True
+
+    async def _get_profile_text(
+        self, params: JSONDict, *, field: str, table: dict[str, str]
+    ) -> JSONDict:
+        """getMyDescription and getMyShortDescription: that language's own text, or ""."""
+        return {field: table.get(_language_code(params), "")}
+
+    async def _set_my_name(self, params: JSONDict) -> bool:
+        language = _language_code(params)
+        raw = params.get("name")
+        name = "" if raw is None else str(raw)
+        if len(name) > MAX_NAME_LENGTH or (not name and not language):
+            raise _ApiError(400, "Bad Request: BOT_TITLE_INVALID")
+        if not language:
+            self.bot_first_name = name
+        elif name:
+            self._names[language] = name
+        else:
+            self._names.pop(language, None)
+        await self._changed_async()
+        return True
+
+    async def _get_my_name(self, params: JSONDict) -> JSONDict:
+        return {"name": self.name_for(_language_code(params))}
 
     # ---------------------------------------------------------------- webhook delivery
 

@@ -13,7 +13,24 @@ import pytest
 import pytest_asyncio
 import telegram
 from aiohttp import web
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, MessageEntity, ReplyParameters
+from telegram import (
+    BotCommand,
+    BotCommandScope,
+    BotCommandScopeAllChatAdministrators,
+    BotCommandScopeAllGroupChats,
+    BotCommandScopeAllPrivateChats,
+    BotCommandScopeChat,
+    BotCommandScopeChatAdministrators,
+    BotCommandScopeChatMember,
+    BotDescription,
+    BotName,
+    BotShortDescription,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    MessageEntity,
+    ReplyParameters,
+)
+from telegram.constants import ChatAction
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -948,3 +965,307 @@ async def test_a_member_presses_a_button_in_a_group(tg: FakeTelegram, bot: teleg
     assert queries[1].from_user.first_name == "Bo"
     assert queries[0].message is not None and queries[0].message.chat.id == GROUP
     assert queries[0].chat_instance == queries[1].chat_instance  # one per chat
+
+
+# ------------------------------------------------------------------ the bot's profile, languages
+
+
+async def raw_call(tg: FakeTelegram, method: str, payload: dict[str, object]) -> dict[str, object]:
+    """Call the fake without PTB (for payloads PTB cannot make); the decoded JSON reply."""
+    url = f"{tg.api_base_url}{tg.token}/{method}"
+    async with aiohttp.ClientSession() as http, http.post(url, json=payload) as response:
+        body: dict[str, object] = await response.json()
+        assert body.get("error_code", 200) == response.status
+        return body
+
+
+def pairs(commands: tuple[BotCommand, ...]) -> list[tuple[str, str]]:
+    return [(c.command, c.description) for c in commands]
+
+
+@pytest.mark.asyncio
+async def test_command_lists_per_scope_and_language(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    tg.user_sends(USER, "hi", language_code="zh-hans")
+    tg.user_sends(MEMBER, "hi", language_code="en")
+    tg.user_sends_in_group(GROUP, USER, "hi")
+    english = [("start", "Start"), ("help", "Help")]
+    chinese = [("start", "开始"), ("help", "帮助")]
+    assert await bot.set_my_commands(english)
+    assert await bot.set_my_commands(chinese, language_code="zh")
+    await bot.set_my_commands([("tasks", "Your tasks")], BotCommandScopeAllPrivateChats(), "en")
+    await bot.set_my_commands([("mine", "Only for Ann")], BotCommandScopeChat(USER))
+    await bot.set_my_commands([("group", "In groups")], BotCommandScopeAllGroupChats())
+    await bot.set_my_commands([("admin", "Admins")], BotCommandScopeAllChatAdministrators())
+    await bot.set_my_commands(
+        [("gadmin", "This group's admins")], BotCommandScopeChatAdministrators(GROUP)
+    )
+    await bot.set_my_commands([("ann", "Ann here")], BotCommandScopeChatMember(GROUP, USER), "zh")
+
+    # getMyCommands answers the list of exactly that scope and language, never a fallback
+    assert pairs(await bot.get_my_commands()) == english
+    assert pairs(await bot.get_my_commands(language_code="zh")) == chinese
+    assert await bot.get_my_commands(language_code="fr") == ()
+    assert await bot.get_my_commands(BotCommandScopeAllPrivateChats()) == ()
+    assert pairs(await bot.get_my_commands(BotCommandScopeAllPrivateChats(), "en")) == [
+        ("tasks", "Your tasks")
+    ]
+    assert pairs(await bot.get_my_commands(BotCommandScopeChat(USER))) == [("mine", "Only for Ann")]
+    assert await bot.get_my_commands(BotCommandScopeChat(USER), "zh") == ()
+    assert pairs(await bot.get_my_commands(BotCommandScopeChatMember(GROUP, USER), "zh")) == [
+        ("ann", "Ann here")
+    ]
+    assert await bot.get_my_commands(BotCommandScopeChatMember(GROUP, MEMBER), "zh") == ()
+
+    # the same from the test's side
+    assert tg.commands == [
+        {"command": "start", "description": "Start"},
+        {"command": "help", "description": "Help"},
+    ]
+    assert tg.commands_for("zh") == [{"command": c, "description": d} for c, d in chinese]
+    assert tg.commands_for(scope={"type": "chat", "chat_id": USER}) == [
+        {"command": "mine", "description": "Only for Ann"}
+    ]
+    assert tg.commands_for("zh", {"type": "chat_member", "chat_id": str(GROUP), "user_id": USER})
+    assert tg.commands_for(scope={"type": "all_group_chats"})[0]["command"] == "group"
+    assert tg.commands_for(scope={"type": "all_private_chats"}) == []
+    assert len(tg.command_lists()) == 8
+    with pytest.raises(ValueError, match="Unsupported type specified"):
+        tg.commands_for(scope={"type": "everyone"})
+
+    # what a user sees in the private chat: chat scope, all private chats, default; each first
+    # in the user's language ("zh-hans" looks for "zh"), then for every language
+    assert tg.menu_seen_by(USER) == [{"command": "mine", "description": "Only for Ann"}]
+    assert tg.menu_seen_by(MEMBER) == [{"command": "tasks", "description": "Your tasks"}]
+    assert await bot.delete_my_commands(BotCommandScopeChat(USER))
+    assert tg.menu_seen_by(USER) == tg.commands_for("zh")
+    assert tg.menu_seen_by(USER, language_code="de") == tg.commands
+    assert await bot.delete_my_commands()  # only the default list for every language goes
+    assert tg.commands == [] and await bot.get_my_commands() == ()
+    assert tg.commands_for("zh") != []
+    assert tg.menu_seen_by(USER, language_code="de") == []
+    await bot.set_my_commands([], language_code="zh")  # an empty list deletes too
+    assert tg.commands_for("zh") == []
+    tg.commands = [{"command": "x", "description": "Set by the test"}]
+    assert pairs(await bot.get_my_commands()) == [("x", "Set by the test")]
+
+
+@pytest.mark.asyncio
+async def test_command_scopes_languages_and_commands_are_checked(
+    tg: FakeTelegram, bot: telegram.Bot
+) -> None:
+    tg.user_sends(USER, "hi")
+    tg.user_sends_in_group(GROUP, USER, "hi")
+    await bot.set_my_commands([("start", "Start")])
+    # language_code: empty or two lower-case letters (TDLib), in every method
+    for language in ("zh-hans", "EN", "eng", "z"):
+        with pytest.raises(BadRequest, match="Invalid language code specified"):
+            await bot.set_my_commands([("start", "开始")], language_code=language)
+    with pytest.raises(BadRequest, match="Invalid language code specified"):
+        await bot.get_my_commands(language_code="zh_CN")
+    with pytest.raises(BadRequest, match="Invalid language code specified"):
+        await bot.delete_my_commands(language_code="english")
+
+    # scopes, with the Bot API server's exact answers
+    async def refused(method: str, payload: dict[str, object]) -> object:
+        body = await raw_call(tg, method, payload)
+        assert body["ok"] is False and body["error_code"] == 400
+        return body["description"]
+
+    parse = "Bad Request: can't parse BotCommandScope: "
+    assert await refused("deleteMyCommands", {"scope": {"type": "everyone"}}) == (
+        parse + "Unsupported type specified"
+    )
+    assert await refused("getMyCommands", {"scope": {"type": "chat"}}) == (
+        parse + 'Can\'t find field "chat_id"'
+    )
+    assert await refused("getMyCommands", {"scope": {"type": "chat", "chat_id": ""}}) == (
+        parse + "Empty chat_id specified"
+    )
+    assert await refused("getMyCommands", {"scope": {"chat_id": USER}}) == (
+        parse + 'Can\'t find field "type"'
+    )
+    assert await refused(
+        "getMyCommands", {"scope": {"type": "chat_member", "chat_id": GROUP, "user_id": 0}}
+    ) == (parse + "Invalid user_id specified")
+    assert await refused("getMyCommands", {"scope": ["default"]}) == (
+        parse + "BotCommandScope must be an Object"
+    )
+    async with aiohttp.ClientSession() as http:  # a form field that is not JSON
+        url = f"{tg.api_base_url}{tg.token}/getMyCommands"
+        async with http.post(url, data={"scope": "{default"}) as response:
+            assert (await response.json())["description"] == (
+                "Bad Request: can't parse BotCommandScope JSON object"
+            )
+    assert await refused("getMyCommands", {"scope": {"type": "chat", "chat_id": 777}}) == (
+        "Bad Request: chat not found"
+    )
+    assert await refused("getMyCommands", {"scope": {"type": "chat", "chat_id": "@ann"}}) == (
+        "Bad Request: chat not found"
+    )
+    with pytest.raises(BadRequest, match="Can't use specified scope in private chats"):
+        await bot.get_my_commands(BotCommandScopeChatAdministrators(USER))
+    with pytest.raises(BadRequest, match="Can't use specified scope in private chats"):
+        await bot.set_my_commands([("a", "b")], BotCommandScopeChatMember(USER, USER))
+    with pytest.raises(BadRequest, match="Can't parse botcommandscope: unsupported type"):
+        await bot.set_my_commands([("a", "b")], BotCommandScope("everyone"))
+
+    # commands: trimmed, one leading "/" dropped (TDLib), then Telegram's own checks
+    await bot.set_my_commands([(" /tasks ", "  Your tasks \n")], BotCommandScopeChat(GROUP))
+    assert tg.commands_for(scope={"type": "chat", "chat_id": GROUP}) == [
+        {"command": "tasks", "description": "Your tasks"}
+    ]
+    with pytest.raises(BadRequest, match="Command must be non-empty"):
+        await bot.set_my_commands([(" / ", "Nothing")])
+    with pytest.raises(BadRequest, match="Command description must be non-empty"):
+        await bot.set_my_commands([("start", "   ")])
+    with pytest.raises(BadRequest, match="Command length must not exceed 32"):
+        await bot.set_my_commands([("c" * 33, "Long")])
+    with pytest.raises(BadRequest, match="Command description length must not exceed 256"):
+        await bot.set_my_commands([("start", "描" * 257)])
+    await bot.set_my_commands([("c" * 32, "描" * 256)], language_code="zh")  # the limits
+    with pytest.raises(BadRequest, match="Bot_command_invalid"):
+        await bot.set_my_commands([("Start", "Capital")])
+    with pytest.raises(BadRequest, match="Bot_command_invalid"):
+        await bot.set_my_commands([("start-now", "Dash")])
+    with pytest.raises(BadRequest, match="Bot_commands_too_much"):
+        await bot.set_my_commands([(f"c{i}", "x") for i in range(101)])
+    assert await refused("setMyCommands", {"commands": [{"command": "start"}]}) == (
+        "Bad Request: can't parse BotCommand: Can't find field \"description\""
+    )
+    assert await refused("setMyCommands", {"commands": ["start"]}) == (
+        "Bad Request: can't parse BotCommand: expected an Object"
+    )
+    assert await refused("setMyCommands", {"commands": {"command": "start"}}) == (
+        "Bad Request: expected an Array of BotCommand"
+    )
+    assert tg.commands == [{"command": "start", "description": "Start"}]  # failures changed nothing
+
+
+@pytest.mark.asyncio
+async def test_descriptions_and_names_per_language(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    assert await bot.get_my_description() == BotDescription("")
+    assert await bot.set_my_description("Sends you the text of a video.")
+    assert await bot.set_my_description("把视频链接发给我，我回复文字。", language_code="zh")
+    assert (await bot.get_my_description()).description == "Sends you the text of a video."
+    assert (await bot.get_my_description("zh")).description == "把视频链接发给我，我回复文字。"
+    assert (await bot.get_my_description("fr")).description == ""  # no fallback
+    assert tg.description_for() == "Sends you the text of a video."
+    assert tg.description_for("zh") == "把视频链接发给我，我回复文字。"
+    assert tg.description_for("fr") == ""
+
+    assert await bot.set_my_short_description("Video links to text")
+    assert await bot.set_my_short_description("视频转文字", language_code="zh")
+    assert await bot.get_my_short_description("zh") == BotShortDescription("视频转文字")
+    assert (await bot.get_my_short_description()).short_description == "Video links to text"
+    assert tg.short_description_for("zh") == "视频转文字"
+
+    # limits (in characters) and languages
+    await bot.set_my_description("描" * 512, language_code="ja")
+    with pytest.raises(BadRequest, match="Bot_desc_invalid"):
+        await bot.set_my_description("x" * 513)
+    await bot.set_my_short_description("短" * 120, language_code="ja")
+    with pytest.raises(BadRequest, match="Bot_sharetext_invalid"):
+        await bot.set_my_short_description("x" * 121)
+    with pytest.raises(BadRequest, match="Invalid language code specified"):
+        await bot.set_my_description("中文", language_code="zh-hans")
+    with pytest.raises(BadRequest, match="Invalid language code specified"):
+        await bot.get_my_short_description(language_code="ZH")
+    assert tg.description_for() == "Sends you the text of a video."  # failures changed nothing
+
+    # an empty text (or none) removes that language's own text
+    assert await bot.set_my_description("", language_code="zh")
+    assert tg.description_for("zh") == "" and tg.description_for() != ""
+    assert await bot.set_my_short_description()
+    assert tg.short_description_for() == "" and tg.short_description_for("zh") == "视频转文字"
+
+    # names: the name for every language is the bot's first_name and cannot be removed
+    assert (await bot.get_my_name()).name == "Link2Text Test Bot"
+    assert await bot.set_my_name("链接转文字", language_code="zh")
+    assert await bot.get_my_name("zh") == BotName("链接转文字")
+    assert (await bot.get_my_name("fr")).name == ""
+    assert tg.name_for("zh") == "链接转文字" and tg.name_for() == "Link2Text Test Bot"
+    with pytest.raises(BadRequest, match="Bot_title_invalid"):
+        await bot.set_my_name("")
+    with pytest.raises(BadRequest, match="Bot_title_invalid"):
+        await bot.set_my_name("n" * 65, language_code="zh")
+    assert await bot.set_my_name("Link2Text")
+    assert (await bot.get_me()).first_name == "Link2Text"
+    assert await bot.set_my_name(language_code="zh")
+    assert tg.name_for("zh") == ""
+    calls = [name for name, _ in tg.calls]
+    assert "setMyName" in calls and "getMyShortDescription" in calls
+
+
+@pytest.mark.asyncio
+async def test_chat_actions_are_checked_and_recorded(tg: FakeTelegram, bot: telegram.Bot) -> None:
+    tg.user_sends(USER, "hi")
+    tg.user_sends_in_group(GROUP, USER, "hi")
+    assert await bot.send_chat_action(USER, ChatAction.TYPING)
+    assert await bot.send_chat_action(USER, ChatAction.UPLOAD_DOCUMENT)
+    assert await bot.send_chat_action(GROUP, ChatAction.TYPING)
+    await bot.send_chat_action(USER, "UPLOAD_PHOTO")  # Telegram lower-cases the action
+    await bot.send_chat_action(USER, "record_audio")  # an old name, still taken
+    await bot.send_chat_action(USER, "cancel")
+    with pytest.raises(BadRequest, match="Wrong parameter action in request"):
+        await bot.send_chat_action(USER, "dancing")
+    with pytest.raises(BadRequest, match="Wrong parameter action in request"):
+        await bot.send_chat_action(777, "dancing")  # the action is read before the chat
+    with pytest.raises(BadRequest, match="Chat not found"):
+        await bot.send_chat_action(777, ChatAction.TYPING)
+    body = await raw_call(tg, "sendChatAction", {"chat_id": USER})
+    assert body["description"] == "Bad Request: wrong parameter action in request"
+    assert tg.chat_actions(USER) == [
+        "typing",
+        "upload_document",
+        "upload_photo",
+        "record_voice",
+        "cancel",
+    ]
+    assert tg.chat_actions(GROUP) == ["typing"]
+    assert tg.chat_actions(777) == []
+
+    tg.group_event(GROUP, "left_chat_member", tg.bot_id, user_id=USER)
+    with pytest.raises(Forbidden, match="bot was kicked from the group chat"):
+        await bot.send_chat_action(GROUP, ChatAction.TYPING)
+    tg.user_sends_in_group(SUPERGROUP, USER, "hi")
+    await bot.send_chat_action(SUPERGROUP, ChatAction.UPLOAD_DOCUMENT)
+    assert tg.chat_actions(SUPERGROUP) == ["upload_document"]
+    assert tg.chat_actions(GROUP) == ["typing"]
+
+
+@pytest.mark.asyncio
+async def test_the_users_language_code_follows_the_user(
+    tg: FakeTelegram, bot: telegram.Bot
+) -> None:
+    tg.user_sends(USER, "你好", language_code="zh-hans")
+    tg.user_sends(USER, "还是中文")  # no language given: the last one reported stays
+    await bot.send_message(USER, "Result", reply_markup=keyboard(("Retry", "retry:1")))
+    [sent] = tg.messages(USER)
+    tg.user_presses(USER, sent, "retry:1")
+    tg.user_sends(USER, "now in English", language_code="en")  # the user switched the app
+    tg.user_presses(USER, sent, "retry:1")
+    tg.user_sends_in_group(GROUP, USER, "in the group")
+    await bot.send_message(GROUP, "Group result", reply_markup=keyboard(("Retry", "retry:2")))
+    [in_group] = tg.messages(GROUP)
+    tg.user_presses(USER, in_group, "retry:2")
+    tg.user_sends(USER, "no language", language_code="")
+    tg.user_presses(USER, sent, "retry:1")
+    updates = await bot.get_updates()
+    senders = [u.effective_user for u in updates]
+    assert [s.language_code if s else "?" for s in senders] == [
+        "zh-hans",
+        "zh-hans",
+        "zh-hans",
+        "en",
+        "en",
+        "en",
+        "en",
+        None,
+        None,
+    ]
+    assert updates[2].callback_query is not None and updates[3].message is not None
+    assert tg.language_of(USER) is None
+    tg.user_sends(USER, "again", language_code="zh-hans")
+    assert tg.language_of(USER) == "zh-hans"
+    edited = tg.user_edits(USER, updates[0].message.message_id, "改了")  # type: ignore[union-attr]
+    assert edited["from"]["language_code"] == "zh-hans"
