@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint format bench soak fuzz clean
+.PHONY: venv demo test lint format bench soak fuzz messages clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,13 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy .
+
+# Extract the messages of bot/texts.py and merge them into each language's catalogue.
+messages: $(STAMP)
+	$(VENV)/bin/pybabel extract -F bot/locales/babel.cfg -k _ -k _n:1,2 --no-location \
+		--sort-output --omit-header -o bot/locales/messages.pot .
+	$(VENV)/bin/pybabel update -i bot/locales/messages.pot -d bot/locales -D messages \
+		--ignore-obsolete --width 100
 
 format: $(STAMP)
 	$(PY) -m ruff check --fix .

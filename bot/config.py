@@ -103,6 +103,17 @@ class AccessSettings(_Section):
     allowed_users: list[int] = []
 
 
+class I18nSettings(_Section):
+    # The language of users whose Telegram app reports none.
+    default_language: Literal["en", "zh"] = "en"
+
+
+class CacheSettings(_Section):
+    # A video extracted successfully within this many hours is answered from the stored
+    # text at once, with no Coze run (0 turns this off).
+    reuse_hours: float = Field(default=24.0, ge=0)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -116,6 +127,8 @@ class Settings(_Section):
     delivery: DeliverySettings = DeliverySettings()
     limits: LimitSettings = LimitSettings()
     access: AccessSettings = AccessSettings()
+    i18n: I18nSettings = I18nSettings()
+    cache: CacheSettings = CacheSettings()
     logging: LoggingSettings = LoggingSettings()
 
 
