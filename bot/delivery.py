@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from telegram import InlineKeyboardMarkup, Message, ReplyParameters
+from telegram.constants import ChatAction
 from telegram.error import (
     BadRequest,
     Forbidden,
@@ -40,11 +41,12 @@ from telegram.error import (
 from telegram.ext import ExtBot
 from tortoise.timezone import now
 
-from bot import texts
-from bot.handlers import retry_markup
+from bot import buttons
+from bot.languages import Languages
 from bot.pauses import Pauses
 from bot.ratelimit import NO_RETRIES
 from bot.splitting import CAPTION_LIMIT, preview, split_text, utf16_len
+from bot.texts import Texts, number_of
 from storage import Task, TaskState
 from tasks import FailureKind, TaskService
 from tasks.reconciler import rate_limiter
@@ -124,6 +126,7 @@ class DeliveryLoop:
         policy: DeliveryPolicy,
         *,
         pauses: Pauses,
+        languages: Languages,
         secrets: tuple[str, ...] = (),
     ) -> None:
         """`pauses` must be the registry of the bot's rate limiter (bot.ratelimit.pauses_of):
@@ -131,6 +134,7 @@ class DeliveryLoop:
         """
         self._bot = bot
         self._service = service
+        self._languages = languages
         self._outbox = service.outbox
         self._policy = policy
         self._secrets = tuple(secret for secret in secrets if secret)
@@ -348,32 +352,47 @@ class DeliveryLoop:
 
     # --- payloads ---------------------------------------------------------------------------
 
-    def _markup(self, task: Task) -> InlineKeyboardMarkup | None:
-        if task.retry_count >= self._service.max_retries:
-            return None
-        return retry_markup(task.id)
+    def _markup(self, task: Task, texts: Texts) -> InlineKeyboardMarkup | None:
+        return buttons.under_text(
+            texts,
+            task,
+            retry=task.retry_count < self._service.max_retries,
+            refresh=task.reused_from is not None,
+            as_file=task.state == TaskState.COMPLETED and bool(task.result_text),
+        )
 
     @staticmethod
     def _reply(task: Task) -> ReplyParameters:
         return ReplyParameters(message_id=task.request_message_id, allow_sending_without_reply=True)
 
     async def _send_outcome(self, task: Task) -> None:
+        texts = await self._languages.texts_of_user(task.user_id)
         if task.state == TaskState.COMPLETED and task.result_text:
-            await self._send_pieces(task, self._text_sends(task, task.result_text))
+            always_as_file = (await self._languages.preferences.of(task.user_id)).always_as_file
+            sends = self._text_sends(task, task.result_text, texts, always_as_file)
+            await self._send_pieces(task, sends)
         else:
-            await self._send_pieces(task, [self._failure_send(task)])
+            await self._send_pieces(task, [self._failure_send(task, texts)])
 
-    def _failure_send(self, task: Task) -> Send:
+    def _failure_send(self, task: Task, texts: Texts) -> Send:
         level = task.payload_level
         text = texts.failure(task, self._reason(task) if level == 0 else None)
         return self._message(
             task,
             text,
             reply=self._reply(task) if level == 0 else None,
-            markup=self._markup(task) if level < LAST_PAYLOAD_LEVEL else None,
+            markup=self._markup(task, texts) if level < LAST_PAYLOAD_LEVEL else None,
         )
 
-    def _text_sends(self, task: Task, text: str) -> list[Send]:
+    def _header(self, task: Task, texts: Texts) -> str:
+        if task.reused_from is not None:
+            made = task.text_made_at or task.completed_at or now()
+            return texts.reused_header(task, (now() - made).total_seconds())
+        return texts.result_header(task)
+
+    def _text_sends(
+        self, task: Task, text: str, texts: Texts, always_as_file: bool = False
+    ) -> list[Send]:
         """The sends of a text result, at the task's payload level.
 
         Level 0 is what the user should see. After a refusal, what is left (the pieces of level
@@ -381,18 +400,19 @@ class DeliveryLoop:
         messages (level 2). delivered_parts always counts level-0 pieces, so a changed payload
         never repeats what the user already has.
         """
-        full = f"{texts.result_header(task)}\n\n{text}"
+        header = self._header(task, texts)
+        full = f"{header}\n\n{text}"
         pieces = [piece.strip() for piece in split_text(full) if piece.strip()]
-        as_document = len(pieces) > self._policy.max_text_messages
+        as_document = always_as_file or len(pieces) > self._policy.max_text_messages
         if task.payload_level == 0:
             if as_document:
-                return [self._document(task, text, reply=self._reply(task))]
+                return [self._document(task, text, texts, header, reply=self._reply(task))]
             return [
                 self._message(
                     task,
                     piece,
                     reply=self._reply(task) if index == 0 else None,
-                    markup=self._markup(task) if index == len(pieces) - 1 else None,
+                    markup=self._markup(task, texts) if index == len(pieces) - 1 else None,
                 )
                 for index, piece in enumerate(pieces)
             ]
@@ -401,7 +421,7 @@ class DeliveryLoop:
         else:
             rest = "\n\n".join(pieces[task.delivered_parts :])
         if task.payload_level == 1:
-            remaining: Send = self._document(task, rest, reply=None)
+            remaining: Send = self._document(task, rest, texts, header, reply=None)
         else:
             remaining = self._small_messages(task, rest)
         # The pieces already sent stay sent; the rest goes as one send.
@@ -427,19 +447,33 @@ class DeliveryLoop:
 
         return send
 
-    def _document(self, task: Task, text: str, *, reply: ReplyParameters | None) -> Send:
-        caption_room = CAPTION_LIMIT - utf16_len(texts.document_caption(task, ""))
-        caption = texts.document_caption(task, preview(text, min(caption_room, 600)))
+    def _document(
+        self,
+        task: Task,
+        text: str,
+        texts: Texts,
+        header: str,
+        *,
+        reply: ReplyParameters | None,
+    ) -> Send:
+        intro = f"{header}\n\n" if task.reused_from is not None else ""
+        caption_room = CAPTION_LIMIT - utf16_len(intro + texts.document_caption(task, ""))
+        caption = intro + texts.document_caption(task, preview(text, min(caption_room, 600)))
 
         async def send() -> Message:
+            # The user sees "sending a file..." while it uploads; only a courtesy.
+            with contextlib.suppress(TelegramError):
+                await self._bot.send_chat_action(
+                    task.chat_id, ChatAction.UPLOAD_DOCUMENT, rate_limit_args=NO_RETRIES
+                )
             return await self._bot.send_document(
                 task.chat_id,
                 document=text.encode("utf-8"),
-                filename=f"task-{task.id}.txt",
-                caption=caption if reply is not None else f"Task #{task.id}",
+                filename=f"task-{number_of(task)}.txt",
+                caption=caption if reply is not None else texts.file_caption(task),
                 parse_mode=None,
                 reply_parameters=reply,
-                reply_markup=self._markup(task),
+                reply_markup=self._markup(task, texts),
                 rate_limit_args=NO_RETRIES,
             )
 
@@ -487,10 +521,11 @@ class DeliveryLoop:
 
     async def _edit_progress(self, task: Task, siblings: list[Task]) -> bool:
         assert task.ack_message_id is not None
+        texts = await self._languages.texts_of_user(task.user_id)
         try:
             await self._pace(task.chat_id)
             await self._bot.edit_message_text(
-                texts.accepted_with_progress(siblings),
+                texts.accepted_with_progress(siblings, now()),
                 chat_id=task.chat_id,
                 message_id=task.ack_message_id,
                 parse_mode=None,

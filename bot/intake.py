@@ -20,8 +20,8 @@ from enum import Enum
 from telegram import Update
 from telegram.error import TelegramError
 
-from bot import texts
 from bot.groups import acts_on
+from bot.languages import Languages
 from tasks import AccessList
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,11 @@ class MessageRate:
 
 
 class Intake:
-    def __init__(self, access: AccessList, *, max_messages_per_minute: int) -> None:
+    def __init__(
+        self, access: AccessList, languages: Languages, *, max_messages_per_minute: int
+    ) -> None:
         self._access = access
+        self._languages = languages
         self._rate = MessageRate(max_messages_per_minute)
 
     def screen(self, update: object) -> Screening:
@@ -108,10 +111,11 @@ class Intake:
             return Screening.NOT_ALLOWED
         return Screening.HANDLE
 
-    @staticmethod
-    async def answer(update: Update, screening: Screening) -> None:
+    async def answer(self, update: Update, screening: Screening) -> None:
         """The one answer a screened-out update gets (SLOW_DOWN and NOT_ALLOWED)."""
-        words = texts.SLOW_DOWN if screening is Screening.SLOW_DOWN else texts.NOT_ALLOWED
+        # In the language known without the database: a flood must not cost queries.
+        texts = self._languages.texts_now(update.effective_user)
+        words = texts.slow_down if screening is Screening.SLOW_DOWN else texts.not_allowed
         try:
             if update.callback_query is not None:
                 await update.callback_query.answer(words, show_alert=True)

@@ -14,23 +14,30 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from telegram import BotCommand, Update
 from telegram.error import InvalidToken, TelegramError
-from telegram.ext import Application, ApplicationBuilder, ContextTypes
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, ExtBot
 
 from bot import texts
+from bot.admin import AdminHandlers
+from bot.choices import ChoiceHandlers
 from bot.config import Settings
 from bot.delivery import DeliveryLoop, DeliveryPolicy
 from bot.handlers import Handlers
+from bot.history import HistoryHandlers
+from bot.i18n import DEFAULT_LANGUAGE, LANGUAGES
 from bot.intake import Intake
+from bot.languages import Languages
 from bot.polling import Poller
 from bot.ratelimit import RateLimiter, pauses_of
 from bot.updates import PerChatUpdateProcessor
 from coze import CozeWorkflowClient
 from storage import DatabaseOpenError, open_database, ping
 from tasks import AccessList, Inbox, Quotas, Reconciler, StartPolicy, TaskService
+from tasks.preferences import Preferences
 from webhook import HEALTH_CHECK, TASK_SERVICE, ServerLimits, WebhookRunner, WebhookSite, create_app
 from webhook.app import CALLBACK_PATH
 
@@ -38,11 +45,6 @@ log = logging.getLogger(__name__)
 
 LOOP_GRACE_SECONDS = 5.0
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
-COMMANDS = [
-    BotCommand("help", "How to use this bot"),
-    BotCommand("tasks", "Your recent tasks"),
-    BotCommand("status", "One task: /status N"),
-]
 
 
 class StartupError(Exception):
@@ -117,6 +119,7 @@ def _task_service(settings: Settings, public_url: str) -> CleanupContext:
             ),
             max_concurrent_runs=settings.limits.max_concurrent_runs,
             max_starts_per_second=settings.coze.max_starts_per_second,
+            reuse_hours=settings.cache.reuse_hours,
         )
         reconciler = Reconciler(
             coze,
@@ -139,7 +142,11 @@ def _task_service(settings: Settings, public_url: str) -> CleanupContext:
 
 
 def build_application(
-    settings: Settings, service: TaskService, inbox: Inbox, access: AccessList
+    settings: Settings,
+    service: TaskService,
+    inbox: Inbox,
+    access: AccessList,
+    languages: Languages,
 ) -> Application:  # type: ignore[type-arg]
     application = (
         ApplicationBuilder()
@@ -157,25 +164,53 @@ def build_application(
                 on_handled=inbox.handled,
                 on_poisoned=inbox.set_aside,
                 intake=Intake(
-                    access, max_messages_per_minute=settings.limits.max_messages_per_user_per_minute
+                    access,
+                    languages,
+                    max_messages_per_minute=settings.limits.max_messages_per_user_per_minute,
                 ),
             )
         )
         .build()
     )
-    Handlers(
+    handlers = Handlers(
         service,
+        languages,
         max_links_per_message=settings.tasks.max_links_per_message,
         access=access,
         max_tasks_per_day=settings.limits.max_tasks_per_user_per_day,
         max_active_tasks=settings.limits.max_active_tasks_per_user,
         allowed_hosts=settings.limits.allowed_hosts,
-    ).register(application)
-    application.add_error_handler(_log_error)
+    )
+    handlers.register(application)
+    AdminHandlers(access, languages).register(application)
+    ChoiceHandlers(languages).register(application)
+    HistoryHandlers(service, languages).register(application)
+    handlers.register_fallbacks(application)  # last: unknown commands, links, unknown buttons
+
+    async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await _log_error(update, context, languages)
+
+    application.add_error_handler(on_error)
     return application
 
 
-async def _log_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def set_menus(bot: ExtBot[Any]) -> None:
+    """The command menu and the description, in each language (Telegram shows a user the
+    ones of their app's language, else those set without a language)."""
+    for language in (None, *LANGUAGES):
+        words = texts.for_language(language or DEFAULT_LANGUAGE)
+        commands = [BotCommand(name, description) for name, description in words.commands()]
+        try:
+            await bot.set_my_commands(commands, language_code=language)
+            await bot.set_my_description(words.description, language_code=language)
+            await bot.set_my_short_description(words.short_description, language_code=language)
+        except TelegramError as exc:
+            log.warning("could not set the command menu (%s): %s", language or "default", exc)
+
+
+async def _log_error(
+    update: object, context: ContextTypes.DEFAULT_TYPE, languages: Languages
+) -> None:
     where = "polling"
     if isinstance(update, Update):
         user = update.effective_user.id if update.effective_user else None
@@ -189,11 +224,12 @@ async def _log_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None
     if not isinstance(update, Update):
         return
     # The user hears that it failed (never why: that is in the log), rather than silence.
+    words = languages.texts_now(update.effective_user).something_went_wrong
     try:
         if update.callback_query is not None:
-            await update.callback_query.answer(texts.SOMETHING_WENT_WRONG)
+            await update.callback_query.answer(words)
         elif update.effective_message is not None:
-            await update.effective_message.reply_text(texts.SOMETHING_WENT_WRONG, parse_mode=None)
+            await update.effective_message.reply_text(words, parse_mode=None)
     except TelegramError as exc:
         log.warning("could not tell the user about the error: %s", exc)
 
@@ -218,16 +254,14 @@ def _telegram(settings: Settings) -> CleanupContext:
             allowed=settings.access.allowed_users,
         )
         await access.load()
-        application = build_application(settings, service, inbox, access)
+        languages = Languages(Preferences(), default=settings.i18n.default_language)
+        application = build_application(settings, service, inbox, access, languages)
         async with contextlib.AsyncExitStack() as stack:
             # Each step registers its own undoing, so a failure half-way through start-up
             # (a rejected token, an unreachable Telegram) still shuts down what was started.
             await application.initialize()
             stack.push_async_callback(application.shutdown)
-            try:
-                await application.bot.set_my_commands(COMMANDS)
-            except TelegramError as exc:
-                log.warning("could not set the command menu: %s", exc)
+            await set_menus(application.bot)
             await application.start()
             stack.push_async_callback(application.stop)
             delivery = DeliveryLoop(
@@ -235,6 +269,7 @@ def _telegram(settings: Settings) -> CleanupContext:
                 service,
                 delivery_policy(settings),
                 pauses=pauses_of(application.bot),  # the rate limiter's: one registry of pauses
+                languages=languages,
                 secrets=secrets_of(settings),
             )
             delivery_task = asyncio.create_task(delivery.run(), name="delivery-loop")

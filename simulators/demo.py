@@ -36,10 +36,20 @@ from simulators.telegram import FakeTelegram, SentMessage
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 USER_ID = 1001
+# A second user, whose Telegram app is in Chinese, pastes the same video later.
+CHINESE_USER_ID = 1002
+CHINESE_USER_NAME = "李雷"
 SHARE_TEXT = (
     "7.43 复制打开抖音，看看【某某的作品】今天的视频 https://v.douyin.com/iRNBho6u/ Mwz:/ 09/27"
 )
 VIDEO_URL = "https://v.douyin.com/iRNBho6u/"
+# The same video shared again, with tracking parameters: answered from the earlier text.
+SHARE_TEXT_AGAIN = (
+    "【某某的作品】今天的视频 https://v.douyin.com/iRNBho6u/?utm_source=copy&share_source=wechat"
+    " 复制此链接，打开抖音搜索，直接观看视频！"
+)
+REFRESH_LABEL_ZH = "重新提取"
+FIND_WORDS = "视频"  # every transcript of the fake Coze starts with "视频链接"
 # A second video whose workflow never calls back (the fake Coze's "lost" marker).
 LOST_CALLBACK_URL = "https://v.douyin.com/lost-callback/"
 RECONCILE_AFTER_SECONDS = 1.0
@@ -53,6 +63,10 @@ SHOWN_CHARS = 400  # ... or this many characters
 LINE_WIDTH = 96
 MAX_PROBLEMS = 5  # warnings and errors of the bot's log listed in the summary
 QUOTE_WIDTH = 36
+
+
+def _any(message: SentMessage) -> bool:
+    return True
 
 
 class DemoFailure(Exception):
@@ -125,10 +139,21 @@ class Chat:
     """One user's private chat with the bot: what the user does, and everything the bot does
     in it (new messages, edits, deletions, answers to button presses) printed once, in order."""
 
-    def __init__(self, telegram: FakeTelegram, transcript: Transcript, user_id: int) -> None:
+    def __init__(
+        self,
+        telegram: FakeTelegram,
+        transcript: Transcript,
+        user_id: int,
+        *,
+        name: str = "you",
+        language_code: str | None = None,
+    ) -> None:
         self._telegram = telegram
         self._transcript = transcript
         self._user_id = user_id
+        self._name = name  # how the user's lines are labelled
+        self._bot_label = "bot" if name == "you" else f"bot (to {name})"
+        self._language_code = language_code
         self._texts: dict[int, str] = {}  # message id -> text, both sides, for reply targets
         self._shown: dict[int, tuple[str | None, tuple[str, ...]]] = {}  # bot messages as shown
         self._queries: dict[str, bool] = {}  # query id -> its answer was shown
@@ -140,8 +165,10 @@ class Chat:
 
     def send(self, text: str) -> int:
         self.record_news()
-        self._transcript.line("you", shorten(text))
-        message = self._telegram.user_sends(self._user_id, text, first_name="Demo")
+        self._transcript.line(self._name, shorten(text))
+        message = self._telegram.user_sends(
+            self._user_id, text, first_name="Demo", language_code=self._language_code
+        )
         message_id = int(message["message_id"])
         self._texts[message_id] = text
         return message_id
@@ -149,7 +176,7 @@ class Chat:
     def press(self, message: SentMessage, label: str) -> str:
         self.record_news()
         (data,) = [data for text, data in message.buttons() if text == label]
-        self._transcript.line("you", [f"(presses [{label}] under {_quote(message.text)})"])
+        self._transcript.line(self._name, [f"(presses [{label}] under {_quote(message.text)})"])
         query_id = self._telegram.user_presses(self._user_id, message, data)
         self._queries[query_id] = False
         return query_id
@@ -175,12 +202,14 @@ class Chat:
             if before is None:
                 self.first_seen[message.message_id] = self._transcript.elapsed()
                 self._texts[message.message_id] = message.text or ""
-                self._transcript.line("bot", self._describe(message))
+                self._transcript.line(self._bot_label, self._describe(message))
             elif before != state:
-                self._transcript.line("bot", self._describe_edit(message, before))
+                self._transcript.line(self._bot_label, self._describe_edit(message, before))
             self._shown[message.message_id] = state
         for message_id in [known for known in self._shown if known not in present]:
-            self._transcript.line("bot", [f"(deletes {_quote(self._texts.get(message_id))})"])
+            self._transcript.line(
+                self._bot_label, [f"(deletes {_quote(self._texts.get(message_id))})"]
+            )
             del self._shown[message_id]
         for query_id, shown in self._queries.items():
             answer = self._telegram.callback_answers.get(query_id)
@@ -188,7 +217,9 @@ class Chat:
                 continue
             kind = "alert" if answer.get("show_alert") else "toast"
             text = str(answer.get("text") or "")
-            self._transcript.line("bot", [f"({kind}) {text}" if text else f"({kind}, empty)"])
+            self._transcript.line(
+                self._bot_label, [f"({kind}) {text}" if text else f"({kind}, empty)"]
+            )
             self._queries[query_id] = True
 
     def _describe(self, message: SentMessage) -> list[str]:
@@ -276,6 +307,7 @@ class Timings:
     acknowledgement: float  # paste -> acknowledgement
     text: float  # paste -> the text
     retried_text: float  # Retry pressed -> the new text
+    reused_text: float  # a known video pasted -> the earlier text
     lost_callback_text: float  # paste -> the text, when the workflow never calls back
 
 
@@ -286,6 +318,13 @@ class Demo:
         self._telegram = FakeTelegram()
         self._coze = FakeCoze()
         self._chat = Chat(self._telegram, self._transcript, USER_ID)
+        self._chinese_chat = Chat(
+            self._telegram,
+            self._transcript,
+            CHINESE_USER_ID,
+            name=CHINESE_USER_NAME,
+            language_code="zh-hans",
+        )
         self._workdir = Path(tempfile.mkdtemp(prefix="link2text-demo-"))
         self._log_path = self._workdir / "bot.log"
         self._callback_secret = "demo-callback-secret-" + os.urandom(8).hex()
@@ -396,6 +435,7 @@ class Demo:
             f"  paste -> acknowledgement: {ms(timings.acknowledgement)}",
             f"  paste -> text:            {ms(timings.text)}",
             f"  Retry -> new text:        {ms(timings.retried_text)}",
+            f"  known video -> text:      {ms(timings.reused_text)} (no Coze run)",
             f"  callback lost -> text:    {ms(timings.lost_callback_text)}"
             f" (run history asked after {RECONCILE_AFTER_SECONDS:.0f} s)",
             f"  Coze runs:                {len(self._coze.runs):6d}",
@@ -427,9 +467,10 @@ class Demo:
         bot process exits or the timeout passes."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
-        chat = self._chat
+        chats = (self._chat, self._chinese_chat)
         while True:
-            chat.record_news()
+            for chat in chats:
+                chat.record_news()
             if condition():
                 return
             if self._bot is not None and self._bot.returncode is not None:
@@ -443,17 +484,24 @@ class Demo:
             # and the things the fake does not announce (such as a getUpdates call).
             with contextlib.suppress(TimeoutError):
                 await self._telegram.wait_for(
-                    lambda: chat.has_news() or condition(), min(0.1, remaining)
+                    lambda: any(chat.has_news() for chat in chats) or condition(),
+                    min(0.1, remaining),
                 )
 
     async def _next_message(
-        self, what: str, after: int, match: Callable[[SentMessage], bool]
+        self,
+        what: str,
+        after: int,
+        match: Callable[[SentMessage], bool],
+        chat: Chat | None = None,
     ) -> SentMessage:
-        """The first bot message sent after message `after` that `match`es."""
+        """The first bot message sent after message `after` that `match`es (in `chat`, by
+        default the first user's)."""
         found: list[SentMessage] = []
+        chat = chat or self._chat
 
         def arrived() -> bool:
-            found[:] = [m for m in self._chat.messages if m.message_id > after and match(m)]
+            found[:] = [m for m in chat.messages if m.message_id > after and match(m)]
             return bool(found)
 
         await self._until(what, arrived)
@@ -512,6 +560,26 @@ class Demo:
 
         tasks_id = chat.send("/tasks")
         await self._next_message("answer to /tasks", tasks_id, lambda m: True)
+
+        # Another user, whose Telegram app is in Chinese, shares the same video: the text of
+        # the earlier extraction comes at once, in Chinese, with no Coze run.
+        chinese = self._chinese_chat
+        chinese_start = chinese.send("/start")
+        await self._next_message("answer to /start in Chinese", chinese_start, _any, chinese)
+        runs_before = len(self._coze.runs)
+        again_id = chinese.send(SHARE_TEXT_AGAIN)
+        reused_at = self._transcript.elapsed()
+        reused = await self._next_message(
+            "the text of the earlier extraction",
+            again_id,
+            lambda m: REFRESH_LABEL_ZH in _buttons(m),
+            chinese,
+        )
+        if len(self._coze.runs) != runs_before:
+            raise DemoFailure("a video extracted a minute ago started a new Coze run")
+
+        find_id = chat.send(f"/find {FIND_WORDS}")
+        await self._next_message("answer to /find", find_id, _any)
         chat.record_news()
 
         seen = chat.first_seen
@@ -520,6 +588,7 @@ class Demo:
             text=seen[text.message_id] - pasted_at,
             retried_text=seen[again.message_id] - pressed_at,
             lost_callback_text=seen[recovered.message_id] - lost_at,
+            reused_text=chinese.first_seen[reused.message_id] - reused_at,
         )
 
     def _check_text(self, message: SentMessage) -> None:

@@ -136,6 +136,19 @@ class TaskRun(Model):
         table = "task_runs"
 
 
+# One Coze run spent by a user (a first attempt or a retry), for the daily quota. Kept apart
+# from the tasks so that deleting tasks (/delete, /forget) does not give the quota back; it
+# holds no link and no text.
+class RunSpent(Model):
+    id = fields.IntField(primary_key=True)
+    user_id = fields.BigIntField()
+    spent_at = fields.DatetimeField()
+
+    class Meta:
+        table = "runs_spent"
+        indexes = (("user_id", "spent_at"),)
+
+
 # A Telegram update taken from getUpdates, stored before the next getUpdates call confirms it
 # (after which Telegram forgets it), and marked handled once its handler has run. An update
 # taken but not handled when the process died is handled at the next start; the newest

@@ -12,6 +12,7 @@ import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from tortoise.expressions import F, Q
 from tortoise.queryset import QuerySet
@@ -22,6 +23,7 @@ from storage.models import (
     FINISHED_STATES,
     OPEN_STATES,
     InboxUpdate,
+    RunSpent,
     Task,
     TaskRun,
     TaskState,
@@ -30,14 +32,24 @@ from storage.models import (
 )
 
 
-async def upsert_user(user_id: int, first_name: str, username: str | None) -> User:
+async def upsert_user(
+    user_id: int, first_name: str, username: str | None, language_code: str | None = None
+) -> User:
     user, created = await User.get_or_create(
-        id=user_id, defaults={"first_name": first_name, "username": username}
+        id=user_id,
+        defaults={"first_name": first_name, "username": username, "language_code": language_code},
     )
-    if not created and (user.first_name != first_name or user.username != username):
-        user.first_name, user.username = first_name, username
-        await user.save(update_fields=["first_name", "username", "updated_at"])
+    seen = (first_name, username, language_code or user.language_code)
+    if not created and (user.first_name, user.username, user.language_code) != seen:
+        user.first_name, user.username, user.language_code = seen
+        await user.save(update_fields=["first_name", "username", "language_code", "updated_at"])
     return user
+
+
+async def set_user_preference(user_id: int, first_name: str, **values: object) -> None:
+    """Store a user's choice (language, always_as_file), creating the user if need be."""
+    await User.get_or_create(id=user_id, defaults={"first_name": first_name})
+    await User.filter(id=user_id).update(**values)
 
 
 async def create_task(
@@ -60,32 +72,95 @@ async def create_task(
     return task
 
 
+@dataclass(frozen=True)
+class NewTask:
+    link: str
+    run_id: str
+    video_key: str | None = None
+    # An earlier extraction of the same video: the task is answered from its text at once.
+    reuse: Task | None = None
+
+
 async def create_tasks(
     *,
     user_id: int,
     chat_id: int,
     request_message_id: int,
-    links: list[tuple[str, str]],
+    links: list[tuple[str, str]] | list[NewTask],
     expires_at: dt.datetime | None = None,
 ) -> list[Task]:
-    """Store one pending task per (link, run id) of one message, all or none.
+    """Store one task per link of one message, all or none: pending, or completed with the
+    text of an earlier extraction of the same video (awaiting delivery, with no Coze run).
 
     `expires_at` is the deadline: past it an unfinished task becomes `timeout`.
     """
+    wanted = [item if isinstance(item, NewTask) else NewTask(*item) for item in links]
     tasks = []
     async with in_transaction():
-        for input_url, run_id in links:
+        # The user's own numbers: taken from their counter, which only ever grows.
+        await User.filter(id=user_id).update(last_task_number=F("last_task_number") + len(wanted))
+        last = (await User.get(id=user_id)).last_task_number
+        stamp = now()
+        for offset, item in enumerate(wanted):
+            reused: dict[str, Any] = {}
+            if item.reuse is not None:
+                source = item.reuse
+                reused = {
+                    "state": TaskState.COMPLETED,
+                    "result_text": source.result_text,
+                    "output_trimmed": source.output_trimmed,
+                    "reused_from": source.id,
+                    "text_made_at": source.text_made_at or source.completed_at,
+                    "completed_at": stamp,
+                    "progress": 100,
+                }
             task = await Task.create(
                 user_id=user_id,
+                user_number=last - len(wanted) + offset + 1,
                 chat_id=chat_id,
                 request_message_id=request_message_id,
-                input_url=input_url,
-                run_id=run_id,
-                expires_at=expires_at,
+                input_url=item.link,
+                video_key=item.video_key,
+                run_id=item.run_id,
+                expires_at=None if item.reuse is not None else expires_at,
+                **reused,
             )
-            await TaskRun.create(run_id=run_id, task_id=task.id)
+            if item.reuse is None:
+                await TaskRun.create(run_id=item.run_id, task_id=task.id)
             tasks.append(task)
+        await _spend_runs(user_id, sum(1 for item in wanted if item.reuse is None), stamp)
     return tasks
+
+
+#: How long a run spent is remembered for the daily quota (more than its 24 hours).
+RUNS_SPENT_KEPT = dt.timedelta(hours=48)
+
+
+async def _spend_runs(user_id: int, count: int, moment: dt.datetime) -> None:
+    if count:
+        await RunSpent.bulk_create(
+            [RunSpent(user_id=user_id, spent_at=moment) for _ in range(count)]
+        )
+        await RunSpent.filter(user_id=user_id, spent_at__lt=moment - RUNS_SPENT_KEPT).delete()
+
+
+async def reusable_text(video_key: str, since: dt.datetime) -> Task | None:
+    """The newest text of this video extracted since `since` (any user's), if any."""
+    return (
+        await Task.filter(
+            video_key=video_key,
+            state=TaskState.COMPLETED,
+            text_made_at__gte=since,
+            result_text__isnull=False,
+        )
+        .order_by("-text_made_at")
+        .first()
+    )
+
+
+async def task_by_number(user_id: int, number: int) -> Task | None:
+    """The user's task #number (their own numbering)."""
+    return await Task.get_or_none(user_id=user_id, user_number=number)
 
 
 async def set_ack_message(task_id: int, message_id: int) -> None:
@@ -148,6 +223,7 @@ async def apply_outcome(run_id: str, outcome: Outcome, *, via_callback: bool) ->
             "state": TaskState.COMPLETED if outcome.succeeded else TaskState.FAILED,
             "result_text": outcome.text if outcome.succeeded else None,
             "output_trimmed": outcome.succeeded and outcome.trimmed,
+            "text_made_at": stamp if outcome.succeeded else None,
             "error_kind": None if outcome.succeeded else outcome.error_kind,
             "error_detail": None if outcome.succeeded else outcome.error_detail,
             "progress": 100 if outcome.succeeded else task.progress,
@@ -202,16 +278,34 @@ class RetryDecision:
 
 
 async def begin_retry(
-    *, task_id: int, user_id: int, new_run_id: str, max_retries: int, expires_at: dt.datetime
+    *,
+    task_id: int,
+    user_id: int,
+    new_run_id: str,
+    max_retries: int,
+    expires_at: dt.datetime,
+    refresh: bool = False,
 ) -> RetryDecision:
-    """finished -> pending with a new run id, if the user owns the task and has retries left."""
+    """finished -> pending with a new run id, if the user owns the task and has retries left.
+
+    `refresh`: a new extraction of a text answered from an earlier one; it spends no retry.
+    """
     async with in_transaction():
-        updated = await Task.filter(
-            id=task_id, user_id=user_id, state__in=FINISHED_STATES, retry_count__lt=max_retries
-        ).update(
+        allowed = (
+            Task.filter(id=task_id, user_id=user_id, state=TaskState.COMPLETED).filter(
+                reused_from__isnull=False
+            )
+            if refresh
+            else Task.filter(
+                id=task_id, user_id=user_id, state__in=FINISHED_STATES, retry_count__lt=max_retries
+            )
+        )
+        updated = await allowed.update(
             state=TaskState.PENDING,
             run_id=new_run_id,
-            retry_count=F("retry_count") + 1,
+            retry_count=F("retry_count") + (0 if refresh else 1),
+            reused_from=None,
+            text_made_at=None,
             execute_id=None,
             result_text=None,
             error_kind=None,
@@ -239,6 +333,7 @@ async def begin_retry(
         )
         if updated == 1:
             await TaskRun.create(run_id=new_run_id, task_id=task_id)
+            await _spend_runs(user_id, 1, now())
         task = await Task.get_or_none(id=task_id, user_id=user_id)
     if task is None:
         return RetryDecision(None, RetryRefusal.NOT_FOUND)
@@ -566,10 +661,10 @@ async def runs_since(user_id: int, since: dt.datetime, limit: int) -> list[dt.da
     """When the user's runs (first attempts and retries) since `since` were stored, oldest
     first, at most the `limit` newest of them."""
     runs = (
-        await TaskRun.filter(task__user_id=user_id, created_at__gt=since)
-        .order_by("-created_at")
+        await RunSpent.filter(user_id=user_id, spent_at__gt=since)
+        .order_by("-spent_at")
         .limit(limit)
-        .values_list("created_at", flat=True)
+        .values_list("spent_at", flat=True)
     )
     return sorted(runs)  # type: ignore[arg-type]
 

@@ -22,10 +22,11 @@ from tortoise.timezone import now
 
 from coze import CozeCallError, RunHistory, RunStatus, StartedRun, callback_token
 from storage import Task, User, repository
-from storage.repository import ApplyResult, Outcome, RetryDecision
+from storage.repository import ApplyResult, NewTask, Outcome, RetryDecision, RetryRefusal
 from tasks.outbox import Outbox
 from tasks.quotas import UNLIMITED, Allowance, Quotas
 from tasks.text import clean_text
+from tasks.videos import video_key
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class UserInfo:
     id: int
     first_name: str
     username: str | None
+    language_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,7 @@ class TaskService:
         quotas: Quotas | None = None,
         max_concurrent_runs: int = 0,
         max_starts_per_second: float = 10.0,
+        reuse_hours: float = 0.0,
     ) -> None:
         self._starter = starter
         # The current secret first; the previous one (during a rotation) is still accepted.
@@ -166,6 +169,8 @@ class TaskService:
         self._background: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
         self.quotas = quotas or Quotas()
+        # A video extracted within this window is answered from the stored text (0: never).
+        self._reuse_window = dt.timedelta(hours=reuse_hours)
         # Coze runs in flight for the whole bot (0: no limit); tasks past it wait, pending, in
         # arrival order. Starts are spaced out so run-history checks keep their share of QPS.
         self._max_runs = max_concurrent_runs
@@ -194,26 +199,40 @@ class TaskService:
         existing = await repository.tasks_of_message(chat_id, message_id)
         if existing:
             return Submission(existing, new=False)
+        wanted = [await self._new_task(link) for link in links]
+        # Answers from an earlier extraction cost no Coze run, so no quota either.
+        to_run = [item for item in wanted if item.reuse is None]
         allowance = UNLIMITED if exempt else await self.quotas.allowance(user.id)
-        taken = links[: allowance.allows(len(links))]
+        allowed = allowance.allows(len(to_run))
+        taken = [item for item in wanted if item.reuse is not None or to_run.index(item) < allowed]
+        refused = len(wanted) - len(taken)
         if not taken:
-            return Submission([], new=True, refused=len(links), allowance=allowance)
-        await repository.upsert_user(user.id, user.first_name, user.username)
+            return Submission([], new=True, refused=refused, allowance=allowance)
+        await repository.upsert_user(user.id, user.first_name, user.username, user.language_code)
         tasks = await repository.create_tasks(
             user_id=user.id,
             chat_id=chat_id,
             request_message_id=message_id,
-            links=[(link, new_run_id()) for link in taken],
+            links=taken,
             # The deadline is set when the run is started (a queued task waits without one).
             expires_at=None,
         )
+        if any(item.reuse is not None for item in taken):
+            self.outbox_ready.set()
         return Submission(
             tasks,
             new=True,
-            refused=len(links) - len(taken),
+            refused=refused,
             allowance=allowance,
-            places=await self._queue_places(tasks),
+            places=await self._queue_places([t for t in tasks if t.reused_from is None]),
         )
+
+    async def _new_task(self, link: str) -> NewTask:
+        key = video_key(link)
+        reuse = None
+        if self._reuse_window:
+            reuse = await repository.reusable_text(key, now() - self._reuse_window)
+        return NewTask(link=link, run_id=new_run_id(), video_key=key, reuse=reuse)
 
     async def _queue_places(self, tasks: list[Task]) -> dict[int, int]:
         """Each new task's place in the line for a run, for those that must wait."""
@@ -436,10 +455,30 @@ class TaskService:
     # --- retry -------------------------------------------------------------------------------
 
     async def retry(
-        self, *, task_id: int, user_id: int, exempt: bool = False
+        self,
+        *,
+        user_id: int,
+        task_id: int | None = None,
+        owner: int | None = None,
+        number: int | None = None,
+        exempt: bool = False,
+        refresh: bool = False,
     ) -> RetryDecision | Allowance:
         """Start a new run of a finished task, if the user owns it, has retries left and the
-        quotas allow one more task (a Retry counts as a task); the allowance when they don't."""
+        quotas allow one more task (a Retry counts as a task); the allowance when they don't.
+
+        The task is the owner's #number, or (a button of the old kind) the task `task_id`.
+        `refresh`: a new extraction of a text answered from an earlier one (spends no retry).
+        """
+        if task_id is None:
+            task = (
+                await repository.task_by_number(user_id, number)
+                if owner == user_id and number is not None
+                else None
+            )
+            if task is None:
+                return RetryDecision(None, RetryRefusal.NOT_FOUND)
+            task_id = task.id
         if not exempt:
             allowance = await self.quotas.allowance(user_id)
             if not allowance.allows(1) and await repository.get_user_task(user_id, task_id):
@@ -450,6 +489,7 @@ class TaskService:
             new_run_id=new_run_id(),
             max_retries=self.max_retries,
             expires_at=now() + self._timeout,
+            refresh=refresh,
         )
         if decision.refusal is None and decision.task is not None:
             self.start_all([decision.task])
@@ -460,8 +500,9 @@ class TaskService:
     async def user(self, user_id: int) -> User | None:
         return await repository.get_user(user_id)
 
-    async def task_of(self, user_id: int, task_id: int) -> Task | None:
-        return await repository.get_user_task(user_id, task_id)
+    async def task_of(self, user_id: int, number: int) -> Task | None:
+        """The user's task #number (their own numbering)."""
+        return await repository.task_by_number(user_id, number)
 
     async def recent_tasks(self, user_id: int, limit: int = 10) -> list[Task]:
         return await repository.recent_tasks(user_id, limit)

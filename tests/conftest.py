@@ -100,13 +100,24 @@ class Conversation:
         await self.telegram.wait_for(predicate, timeout)
 
     def press(self, message: SentMessage, data: str | None = None) -> str:
+        """Press a button of the message: by default the first (Retry or Refresh)."""
         if data is None:
-            (data,) = [callback for _, callback in message.buttons()]
+            data = message.buttons()[0][1]
         return self.telegram.user_presses(self.user_id, message, data)
 
     async def answer_to(self, query_id: str, timeout: float = 10.0) -> dict[str, Any]:
         await self.telegram.wait_for(lambda: query_id in self.telegram.callback_answers, timeout)
         return self.telegram.callback_answers[query_id]
+
+
+def text_buttons(number: int = 1, user: int = USER) -> list[tuple[str, str]]:
+    """The buttons under a delivered text: Retry, and As a file."""
+    return [("Retry", f"r:{user}:{number}"), ("As a file", f"f:{user}:{number}")]
+
+
+def failure_buttons(number: int = 1, user: int = USER) -> list[tuple[str, str]]:
+    """The button under a failure: Retry."""
+    return [("Retry", f"r:{user}:{number}")]
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from bot.runtime import RunningBot
 from coze import callback_token
 from simulators.coze import FakeCoze
 from storage import Task, TaskState
-from tests.conftest import CALLBACK_SECRET, Conversation, eventually, settled
+from tests.conftest import CALLBACK_SECRET, Conversation, eventually, failure_buttons, settled
 
 pytestmark = pytest.mark.asyncio
 
@@ -185,7 +185,7 @@ async def test_a_failed_run_is_told_in_plain_words_with_retry(
     assert failure.text is not None
     assert failure.text.startswith("Task #1 failed: The video was not found.")
     assert "Details: video unavailable" in failure.text
-    assert failure.buttons() == [("Retry", "retry:1")]
+    assert failure.buttons() == failure_buttons()
 
 
 async def test_a_technical_failure_reason_is_not_shown_to_the_user(

@@ -516,7 +516,7 @@ async def test_the_bot_settles_a_task_from_a_trimmed_output(
     assert text.startswith(task.result_text)
     assert "Paragraph 20: words said in the video." in text_sent(chat)
     # The user is told that Coze cut the text.
-    assert texts.TRIMMED_NOTE in text_sent(chat)
+    assert texts.DEFAULT.trimmed_note in text_sent(chat)
 
 
 @pytest.mark.asyncio

@@ -63,10 +63,17 @@ def test_demo_plays_the_conversation_and_cleans_up() -> None:
     assert demo.returncode == 0, output
     assert "bot: Got it! Task #1 is on its way." in output
     extracted = default_outcome_for(VIDEO_URL).text.strip().splitlines()[0]
-    assert output.count(extracted) == 2, output  # the text, then the text of the retry
+    # The text, the text of the retry, and the earlier text given to the second user.
+    assert output.count(extracted) == 3, output
     assert output.count("[Retry]") >= 2, output
     assert "bot: (toast) Retrying task #1" in output
-    assert "Your recent tasks:" in output
+    assert "Your tasks (1-2 of 2, newest first):" in output
+    # A user whose Telegram is in Chinese reads Chinese, and the video pasted earlier comes
+    # from the stored text, with no Coze run (3 runs in all: the text, the retry, the lost one).
+    assert "bot (to 李雷): 你好！我可以把视频链接转成文字。" in output
+    assert "这个视频在" in output and "[重新提取] [以文件发送]" in output
+    assert "2 texts contain “视频”:" in output
+    assert re.search(r"known video -> text:\s+\d+ ms \(no Coze run\)", output), output
     assert re.search(r"Coze runs:\s+3\n", output), output
     recovered = default_outcome_for(LOST_CALLBACK_URL).text.strip().splitlines()[0]
     assert output.count(recovered) == 1, output  # from the run history: the callback was lost

@@ -28,8 +28,10 @@ from tests.conftest import (
     Conversation,
     delivered,
     eventually,
+    failure_buttons,
     make_settings,
     settled,
+    text_buttons,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -103,7 +105,7 @@ async def test_a_lost_callback_is_settled_from_the_run_history(
     assert task.state == TaskState.COMPLETED and not task.callback_received
     (result,) = results(chat)
     assert result.text == f"Task #1 - text of {LINK}\n\nthe words of the video"
-    assert results(chat)[0].buttons() == [("Retry", "retry:1")]
+    assert results(chat)[0].buttons() == text_buttons()
     assert coze.history_calls >= 1
 
 
@@ -148,7 +150,7 @@ async def test_a_run_history_failure_is_told_in_words_with_retry(
     assert failure.text.startswith("Task #1 failed: The video was not found.")
     assert "Details: Video unavailable" in failure.text
     assert "720701013" not in failure.text
-    assert failure.buttons() == [("Retry", "retry:1")]
+    assert failure.buttons() == failure_buttons()
     assert task.state == TaskState.FAILED
 
 
@@ -215,7 +217,7 @@ async def test_past_the_deadline_the_user_is_told_and_a_late_text_still_arrives(
         assert (await task_one()).state == TaskState.TIMEOUT
         _, notice = chat.messages
         assert notice.text is not None and "took too long" in notice.text
-        assert notice.buttons() == [("Retry", "retry:1")]
+        assert notice.buttons() == failure_buttons()
 
         await coze.drain()
         await delivered()
@@ -319,7 +321,7 @@ async def test_a_refused_payload_is_changed_not_resent_as_it_was(
     (document,) = [m for m in chat.messages if m.document is not None]
     assert document.document == b"the words of the video"
     assert document.reply_to_message_id is None  # the reply was part of what changed
-    assert document.buttons() == [("Retry", "retry:1")]
+    assert document.buttons() == text_buttons()
     assert "reply_parameters" in refused
 
 
@@ -346,7 +348,7 @@ async def test_a_long_text_interrupted_half_way_resumes_without_repeating_a_piec
     assert len(pieces) == 3
     assert len({piece.text for piece in pieces}) == 3  # no piece twice
     assert pieces[0].reply_to_message_id is not None
-    assert pieces[-1].buttons() == [("Retry", "retry:1")]
+    assert pieces[-1].buttons() == text_buttons()
 
 
 async def test_messages_to_one_chat_are_paced(

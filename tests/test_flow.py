@@ -8,7 +8,7 @@ from bot.runtime import RunningBot
 from simulators.coze import FakeCoze
 from simulators.telegram import FakeTelegram
 from storage import Task, TaskState, User
-from tests.conftest import SHARE_TEXT, USER, Conversation, eventually, settled
+from tests.conftest import SHARE_TEXT, USER, Conversation, eventually, settled, text_buttons
 
 pytestmark = pytest.mark.asyncio
 
@@ -28,7 +28,7 @@ async def test_share_text_gets_acknowledged_then_text_with_retry_button(
     assert result.text is not None
     assert run.outcome.text.strip() in result.text
     assert result.parse_mode is None
-    assert result.buttons() == [("Retry", "retry:1")]
+    assert result.buttons() == text_buttons()
 
     async def delivered() -> bool:
         return (await Task.get(id=1)).notification_sent
@@ -55,7 +55,7 @@ async def test_each_distinct_link_becomes_a_task_up_to_the_limit(
 
     ack = messages[0]
     assert ack.text is not None
-    assert "#1, #2, #3" in ack.text and "1 more link(s) skipped" in ack.text
+    assert "#1, #2, #3" in ack.text and "1 more link skipped" in ack.text
     urls = sorted(run.parameters["url"] for run in coze.runs.values())
     assert urls == ["https://b23.tv/bbb", "https://v.douyin.com/aaa/", "https://v.kuaishou.com/ccc"]
     await settled()

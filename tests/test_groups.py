@@ -27,6 +27,7 @@ from tests.conftest import (
     eventually,
     make_settings,
     settled,
+    text_buttons,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -106,7 +107,7 @@ async def test_a_link_not_addressed_to_the_bot_gets_nothing_a_mention_gets_the_t
         "allow_sending_without_reply": True,
     }
     assert result.reply_to_message_id == sent["message_id"]
-    assert result.buttons() == [("Retry", "retry:1")]
+    assert result.buttons() == text_buttons()
     (run,) = coze.runs.values()
     assert run.parameters["url"] == SHARE_LINK  # the mention next to it changes nothing
     assert result.text is not None and run.outcome.text.strip() in result.text
@@ -130,7 +131,8 @@ async def test_a_reply_to_the_bots_message_with_a_link_is_acted_on(
     )
 
     _, _, second_ack, _ = await group.wait_for_messages(4)
-    assert second_ack.text is not None and "Task #2 " in second_ack.text
+    # The other member's first task: their own #1.
+    assert second_ack.text is not None and "Task #1 " in second_ack.text
     assert second_ack.reply_to_message_id == reply["message_id"]
     assert first["message_id"] != reply["message_id"]
     urls = sorted(run.parameters["url"] for run in coze.runs.values())
@@ -165,7 +167,7 @@ async def test_only_commands_for_this_bot_are_answered(
 
     asked = group.send(USER, f"/help@{BOT}")
     (help_answer,) = await group.wait_for_messages(1)
-    assert help_answer.text == texts.HELP
+    assert help_answer.text == texts.DEFAULT.help
     assert quoted(telegram, help_answer) == {
         "message_id": asked["message_id"],
         "allow_sending_without_reply": True,
@@ -176,8 +178,11 @@ async def test_only_commands_for_this_bot_are_answered(
     _, tasks_answer, status_answer, bare_answer = await group.wait_for_messages(4)
     assert tasks_answer.reply_to_message_id == tasks["message_id"]
     assert status_answer.reply_to_message_id == status["message_id"]
-    assert status_answer.text == texts.no_such_task(3)
-    assert (bare_answer.reply_to_message_id, bare_answer.text) == (bare["message_id"], texts.HELP)
+    assert status_answer.text == texts.DEFAULT.no_such_task(3)
+    assert (bare_answer.reply_to_message_id, bare_answer.text) == (
+        bare["message_id"],
+        texts.DEFAULT.help,
+    )
     await settled()
     assert len(group.messages) == 4 and coze.runs == {}
 
@@ -271,12 +276,12 @@ async def test_a_private_chat_works_as_before(
     sent = chat.send(SHARE_TEXT)
     ack, result = await chat.wait_for_messages(2)
     assert ack.reply_to_message_id == sent["message_id"]
-    assert result.buttons() == [("Retry", "retry:1")]
+    assert result.buttons() == text_buttons()
     chat.send("/help")
     chat.send("no link at all")
     _, _, help_answer, no_link = await chat.wait_for_messages(4)
-    assert (help_answer.text, help_answer.reply_to_message_id) == (texts.HELP, None)
-    assert no_link.text == texts.NO_LINK
+    assert (help_answer.text, help_answer.reply_to_message_id) == (texts.DEFAULT.help, None)
+    assert no_link.text == texts.DEFAULT.no_link
     assert [run.parameters["url"] for run in coze.runs.values()] == [SHARE_LINK]
 
 
@@ -289,10 +294,10 @@ async def test_only_the_owner_may_press_retry_in_a_group(
 
     query = telegram.user_presses(OTHER_USER, result, "retry:1")
     answer = await group.answer_to(query)
-    assert answer["text"] == texts.BUTTON_NOT_YOURS
+    assert answer["text"] == texts.DEFAULT.button_not_yours
     await settled()
     assert len(coze.runs) == 1
-    assert result.buttons() == [("Retry", "retry:1")]  # still there for its owner
+    assert result.buttons() == text_buttons()  # still there for its owner
     assert len(group.messages) == 2
 
     owner_query = telegram.user_presses(USER, result, "retry:1")
@@ -309,7 +314,7 @@ async def test_with_privacy_mode_on_mentions_and_commands_still_work(
     group.send(USER, f"/help@{BOT}")
     group.send(USER, f"@{BOT} https://b23.tv/seen")
     help_answer, ack, _ = await group.wait_for_messages(3)
-    assert help_answer.text == texts.HELP
+    assert help_answer.text == texts.DEFAULT.help
     assert ack.text is not None and "Task #1 " in ack.text
     assert [run.parameters["url"] for run in coze.runs.values()] == ["https://b23.tv/seen"]
 

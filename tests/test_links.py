@@ -364,10 +364,10 @@ def test_every_refusal_has_a_plain_sentence() -> None:
     for reason in LinkRefusal:
         sentence = texts.LINK_REFUSED[reason.value]
         assert sentence[0].isupper() and sentence.endswith(".")
-        text = texts.link_refused(reason.value)
+        text = texts.DEFAULT.link_refused(reason.value)
         assert sentence in text and "link" in text
         assert "_" not in text  # no enum names leak to the user
-    assert texts.link_refused("something_new").startswith("That link can't be used.")
+    assert texts.DEFAULT.link_refused("something_new").startswith("That link can't be used.")
 
 
 # --- properties --------------------------------------------------------------------------------

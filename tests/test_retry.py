@@ -10,7 +10,7 @@ from bot.runtime import RunningBot
 from simulators.coze import FakeCoze, WorkflowOutcome
 from simulators.telegram import FakeTelegram
 from storage import Task, TaskState, User, repository
-from tests.conftest import OTHER_USER, USER, Conversation, delivered, settled
+from tests.conftest import OTHER_USER, USER, Conversation, delivered, settled, text_buttons
 
 pytestmark = pytest.mark.asyncio
 
@@ -30,7 +30,7 @@ async def test_retry_starts_a_new_run_and_sends_the_text_again(
     _, first_now, second = await chat.wait_for_messages(3)
 
     assert first_now.buttons() == []  # the pressed button went away
-    assert second.buttons() == [("Retry", "retry:1")]
+    assert second.buttons() == text_buttons()
     runs = coze.runs_for_task((await Task.get(id=1)).run_id)
     assert len(runs) == 1
     all_task_ids = {run.parameters["task_id"] for run in coze.runs.values()}
@@ -70,7 +70,7 @@ async def test_someone_elses_or_a_forged_button_changes_nothing(
     assert len(coze.runs) == 1
     task = await Task.get(id=1)
     assert task.retry_count == 0 and task.state == TaskState.COMPLETED
-    assert chat.messages[1].buttons() == [("Retry", "retry:1")]
+    assert chat.messages[1].buttons() == text_buttons()
     assert len(intruder.messages) == 1
 
 
@@ -86,7 +86,8 @@ async def test_retries_stop_at_the_limit_and_the_button_goes_away(
     await delivered()
 
     last = chat.messages[-1]
-    assert last.buttons() == []  # no retries left: the final text comes without a button
+    # No retries left: the final text comes without Retry (the file button stays).
+    assert last.buttons() == text_buttons()[1:]
     answer = await chat.answer_to(chat.press(chat.messages[1], "retry:1"))
     assert "no retries left" in answer["text"]
     await settled()

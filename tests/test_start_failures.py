@@ -14,7 +14,7 @@ from bot.config import Settings
 from bot.runtime import running_bot
 from simulators.coze import RISK_CONTROL, TOKEN_INVALID, CozeFault, FakeCoze
 from storage import Task, TaskState
-from tests.conftest import Conversation, delivered, make_settings, settled
+from tests.conftest import Conversation, delivered, failure_buttons, make_settings, settled
 
 pytestmark = pytest.mark.asyncio
 
@@ -63,7 +63,7 @@ async def test_a_lasting_refusal_fails_at_once_and_tells_user_and_operator(
     assert failure.text is not None
     assert failure.text.startswith("Task #1 failed:") and words in failure.text
     assert "refused by the test" not in failure.text  # Coze's words are for the operator
-    assert failure.buttons() == [("Retry", "retry:1")]
+    assert failure.buttons() == failure_buttons()
     task = await Task.get(id=1)
     assert task.state == TaskState.FAILED and task.error_kind == kind
     assert coze.start_calls == 1  # not tried again: it cannot work until someone fixes it
@@ -150,7 +150,7 @@ async def test_an_invalid_token_fails_at_once_and_the_log_says_what_to_do_but_no
     _, failure = chat.messages
     assert failure.text is not None and "not set up correctly" in failure.text
     assert "700012006" not in failure.text and "token" not in failure.text
-    assert failure.buttons() == [("Retry", "retry:1")]
+    assert failure.buttons() == failure_buttons()
     task = await Task.get(id=1)
     assert (task.state, task.error_kind) == (TaskState.FAILED, "coze_config")
     assert coze.start_calls == 1
@@ -207,5 +207,5 @@ async def test_a_task_whose_start_outlasts_its_deadline_times_out(
         assert (await Task.get(id=1)).state == TaskState.TIMEOUT
     _, notice = chat.messages
     assert notice.text is not None and "took too long" in notice.text
-    assert notice.buttons() == [("Retry", "retry:1")]
+    assert notice.buttons() == failure_buttons()
     assert coze.start_calls <= 3  # it stopped trying once the task was given up

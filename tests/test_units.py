@@ -144,4 +144,4 @@ def test_chat_pacer_lets_a_burst_through_then_paces() -> None:
 )
 def test_a_workflow_failure_is_told_in_words_a_user_understands(detail: str, words: str) -> None:
     task = Task(state=TaskState.FAILED, error_kind="workflow_failed", error_detail=detail)
-    assert texts.failure_words(task).startswith(words)
+    assert texts.DEFAULT.failure_words(task).startswith(words)

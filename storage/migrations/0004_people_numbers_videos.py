@@ -13,6 +13,16 @@ class Migration(migrations.Migration):
     initial = False
 
     operations = [
+        ops.CreateModel(
+            name='RunSpent',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('user_id', fields.BigIntField()),
+                ('spent_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'runs_spent', 'app': 'models', 'indexes': [Index(fields=['user_id', 'spent_at'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
         ops.AddField(
             model_name='Task',
             name='reused_from',
@@ -58,6 +68,8 @@ class Migration(migrations.Migration):
             [
                 "UPDATE tasks SET user_number = (SELECT COUNT(*) FROM tasks AS earlier"
                 " WHERE earlier.user_id = tasks.user_id AND earlier.id <= tasks.id)",
+                "INSERT INTO runs_spent (user_id, spent_at) SELECT tasks.user_id,"
+                " task_runs.created_at FROM task_runs JOIN tasks ON tasks.id = task_runs.task_id",
                 "UPDATE users SET last_task_number = (SELECT COALESCE(MAX(user_number), 0)"
                 " FROM tasks WHERE tasks.user_id = users.id)",
             ],
