@@ -18,8 +18,9 @@ class Languages:
         """For someone who just wrote: Telegram tells their app's language."""
         if user is None:
             return texts.for_language(self._default)
-        self.preferences.reported(user.id, user.language_code)
         chosen = (await self.preferences.of(user.id)).language
+        # After reading what is stored: what Telegram says now is newer.
+        self.preferences.reported(user.id, user.language_code)
         return texts.for_language(chosen or language_of(user.language_code, self._default))
 
     def texts_now(self, user: TelegramUser | None) -> texts.Texts:
