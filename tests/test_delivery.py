@@ -11,7 +11,7 @@ from bot.splitting import MESSAGE_LIMIT, utf16_len
 from simulators.coze import FakeCoze, WorkflowOutcome
 from simulators.telegram import FakeTelegram
 from storage import Task
-from tests.conftest import Conversation, delivered, eventually, settled, text_buttons
+from tests.conftest import USER, Conversation, delivered, eventually, settled, text_buttons
 
 pytestmark = pytest.mark.asyncio
 
@@ -47,7 +47,7 @@ async def test_a_long_text_is_split_into_messages_within_the_limit(
 
 
 async def test_a_huge_text_is_sent_as_a_document_with_a_preview(
-    bot: RunningBot, chat: Conversation, coze: FakeCoze
+    bot: RunningBot, chat: Conversation, coze: FakeCoze, telegram: FakeTelegram
 ) -> None:
     chat.send("https://v.douyin.com/huge/")
     await delivered()
@@ -61,6 +61,8 @@ async def test_a_huge_text_is_sent_as_a_document_with_a_preview(
     assert document.text is not None and utf16_len(document.text) <= 1024
     assert run.outcome.text[:50] in document.text  # the preview
     assert document.buttons() == text_buttons()
+    # While it uploaded, the chat showed "sending a file...".
+    assert telegram.chat_actions(USER) == ["upload_document"]
 
 
 async def test_emoji_and_chinese_at_the_limit_are_counted_in_utf16(

@@ -9,6 +9,7 @@ user (403). Process crashes are in test_crash.py.
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -382,6 +383,7 @@ async def test_progress_is_shown_in_the_acknowledgement(
         await chat.wait_until(lambda: bool(chat.messages) and chat.messages[0].edits > 0)
         ack = chat.messages[0]
         assert ack.text is not None and "50% done" in ack.text
+        assert re.search(r"#1: 50% done, \d+ s so far", ack.text), ack.text  # and how long
         await delivered()
     assert len(telegram.calls_of("editMessageText")) == 1
 
