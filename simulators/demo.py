@@ -3,8 +3,9 @@
 It starts the fake Telegram and the fake Coze in this process, writes a config file pointing at
 them in a temporary directory, and runs the real bot as a subprocess (``python -m bot --config
 FILE``). Then it plays one user: /start, a pasted Douyin share text, the Retry button under the
-text, /tasks; and prints the conversation as it happens. No credentials, no network beyond
-127.0.0.1.
+text, a link whose callback is lost, /tasks; then a second user whose Telegram is in Chinese:
+/start, and the same video shared again (answered from the earlier text, no Coze run); last,
+/find. It prints the conversation as it happens. No credentials, no network beyond 127.0.0.1.
 
 Exit status 0 when every step got its answer; 1 when one did not (a wait timed out, the bot
 process died), with what went wrong and the tail of the bot's log. Either way, and on Ctrl-C or
