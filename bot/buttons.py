@@ -25,8 +25,8 @@ class Action(StrEnum):
     PAGE = "p"  # /tasks page
     LANGUAGE = "l"
     FILES = "s"  # /settings: always as a file or not
-    FORGET = "fg"  # confirmed deletion of everything
-    CANCEL = "x"
+    FORGET = "fg"  # confirmed deletion of everything: "fg:<owner>"
+    CANCEL = "x"  # "x:<owner>": only whom the question was for may answer it
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ _LEGACY_RETRY = re.compile(r"^retry:([0-9]{1,12})$")
 _PAGE = re.compile(r"^p:(o|n):([0-9]{1,12})$")
 _LANGUAGE = re.compile(r"^l:(en|zh)$")
 _FILES = re.compile(r"^s:(file|msg)$")
+_OWNED = re.compile(r"^(fg|x):([0-9]{1,20})$")
 
 
 def read(data: str | None) -> Press | None:
@@ -58,10 +59,8 @@ def read(data: str | None) -> Press | None:
         return Press(Action.LANGUAGE, value=match.group(1))
     if match := _FILES.match(data):
         return Press(Action.FILES, value=match.group(1))
-    if data == Action.FORGET.value:
-        return Press(Action.FORGET)
-    if data == Action.CANCEL.value:
-        return Press(Action.CANCEL)
+    if match := _OWNED.match(data):
+        return Press(Action(match.group(1)), owner=int(match.group(2)))
     return None
 
 
@@ -134,18 +133,18 @@ def confirm_delete(texts: Texts, task: Task) -> InlineKeyboardMarkup:
                 InlineKeyboardButton(
                     texts.delete_label, callback_data=_task_data(Action.DELETE, task)
                 ),
-                InlineKeyboardButton(texts.cancel_label, callback_data=Action.CANCEL.value),
+                InlineKeyboardButton(texts.cancel_label, callback_data=f"x:{task.user_id}"),
             ]
         ]
     )
 
 
-def confirm_forget(texts: Texts) -> InlineKeyboardMarkup:
+def confirm_forget(texts: Texts, user_id: int) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [
             [
-                InlineKeyboardButton(texts.delete_label, callback_data=Action.FORGET.value),
-                InlineKeyboardButton(texts.cancel_label, callback_data=Action.CANCEL.value),
+                InlineKeyboardButton(texts.delete_label, callback_data=f"fg:{user_id}"),
+                InlineKeyboardButton(texts.cancel_label, callback_data=f"x:{user_id}"),
             ]
         ]
     )

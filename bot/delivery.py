@@ -406,7 +406,15 @@ class DeliveryLoop:
         as_document = always_as_file or len(pieces) > self._policy.max_text_messages
         if task.payload_level == 0:
             if as_document:
-                return [self._document(task, text, texts, header, reply=self._reply(task))]
+                # A file by the user's choice is not called long.
+                intro = (
+                    header
+                    if always_as_file and len(pieces) <= self._policy.max_text_messages
+                    else None
+                )
+                return [
+                    self._document(task, text, texts, header, reply=self._reply(task), intro=intro)
+                ]
             return [
                 self._message(
                     task,
@@ -455,10 +463,17 @@ class DeliveryLoop:
         header: str,
         *,
         reply: ReplyParameters | None,
+        intro: str | None = None,
     ) -> Send:
-        intro = f"{header}\n\n" if task.reused_from is not None else ""
-        caption_room = CAPTION_LIMIT - utf16_len(intro + texts.document_caption(task, ""))
-        caption = intro + texts.document_caption(task, preview(text, min(caption_room, 600)))
+        """The text as a .txt document, its caption a preview under `intro` (by default, the
+        header of a reused text, and that the text is long)."""
+        if intro is not None:
+            room = CAPTION_LIMIT - utf16_len(intro) - 2
+            caption = f"{intro}\n\n{preview(text, min(room, 600))}"
+        else:
+            lead = f"{header}\n\n" if task.reused_from is not None else ""
+            room = CAPTION_LIMIT - utf16_len(lead + texts.document_caption(task, ""))
+            caption = lead + texts.document_caption(task, preview(text, min(room, 600)))
 
         async def send() -> Message:
             # The user sees "sending a file..." while it uploads; only a courtesy.

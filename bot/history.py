@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: Past this many messages a text asked for with /get comes as a .txt document.
 MAX_TEXT_MESSAGES = 3
+#: Tasks listed by /find.
+SHOWN_HITS = 10
 
 
 class HistoryHandlers:
@@ -39,7 +41,7 @@ class HistoryHandlers:
         application.add_handler(CommandHandler("find", self.find, filters=messages))
         application.add_handler(CommandHandler("delete", self.delete, filters=messages))
         application.add_handler(CommandHandler("forget", self.forget, filters=messages))
-        application.add_handler(CallbackQueryHandler(self.on_button, pattern=r"^(p:|del:|fg$|x$)"))
+        application.add_handler(CallbackQueryHandler(self.on_button, pattern=r"^(p|del|fg|x):"))
 
     async def tasks(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, sender = update.effective_message, update.effective_user
@@ -107,8 +109,10 @@ class HistoryHandlers:
         if not words:
             await answer(update, texts.find_usage)
             return
-        hits = await self._history.search(sender.id, words)
-        await answer(update, texts.found(words, [(number_of(h.task), h.snippet) for h in hits]))
+        # One more than is shown: whether there are more than the newest SHOWN_HITS.
+        hits = await self._history.search(sender.id, words, limit=SHOWN_HITS + 1)
+        shown = [(number_of(hit.task), hit.snippet) for hit in hits[:SHOWN_HITS]]
+        await answer(update, texts.found(words, shown, more=len(hits) > SHOWN_HITS))
 
     async def delete(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -130,14 +134,14 @@ class HistoryHandlers:
         if message is None or sender is None:
             return
         texts = await self._languages.texts_for(sender)
-        count = await self._history.count(sender.id)
+        count, running = await self._history.count_deletable(sender.id)
         if not count:
-            await answer(update, texts.task_list(None, []))
+            await answer(update, texts.task_list(None, []) if not running else texts.all_running)
             return
         await message.reply_text(
-            texts.confirm_forget(count),
+            texts.confirm_forget(count, running),
             parse_mode=None,
-            reply_markup=buttons.confirm_forget(texts),
+            reply_markup=buttons.confirm_forget(texts, sender.id),
             reply_parameters=quote_in_groups(message),
         )
 
@@ -182,32 +186,16 @@ class HistoryHandlers:
                 return
             await query.answer()
             await _edit(query, texts.deleted(press.number), None)
+        elif press.owner != user_id:
+            # Delete everything, or Cancel: only whom the question was for may answer it.
+            await query.answer(texts.button_not_yours)
         elif press.action is Action.FORGET:
-            if not _is_own_confirmation(query):
-                await query.answer(texts.button_not_yours)
-                return
             count = await self._history.forget(user_id)
             await query.answer()
             await _edit(query, texts.forgotten(count), None)
         else:  # CANCEL
             await query.answer()
             await _edit(query, texts.cancelled, None)
-
-
-def _is_own_confirmation(query: CallbackQuery) -> bool:
-    """A Delete-everything button acts only for whom it was shown (its message replies to
-    their /forget in a group; in a private chat it is theirs anyway)."""
-    message = query.message
-    if not isinstance(message, Message):
-        return False
-    if message.chat.type == message.chat.PRIVATE:
-        return message.chat.id == query.from_user.id
-    asked = message.reply_to_message
-    return (
-        asked is not None
-        and asked.from_user is not None
-        and (asked.from_user.id == query.from_user.id)
-    )
 
 
 async def _edit(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | None) -> None:

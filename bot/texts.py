@@ -99,6 +99,10 @@ LINK_REFUSED: dict[str, str] = {
 del _
 
 
+#: How much of a /find query is repeated in its answer.
+SHOWN_QUERY = 100
+
+
 def number_of(task: Task) -> int:
     """The number the user knows the task by: their own (#1 is their first task)."""
     return task.user_number if task.user_number is not None else task.id
@@ -511,18 +515,21 @@ class Texts:
     def find_usage(self) -> str:
         return self._("Send /find followed by words to look for, for example: /find 视频")
 
-    def found(self, words: str, hits: list[tuple[int, str]]) -> str:
-        """Search results: (task number, snippet) pairs."""
+    def found(self, words: str, hits: list[tuple[int, str]], *, more: bool = False) -> str:
+        """Search results: (task number, snippet) pairs; `more`: only the newest are shown."""
+        if len(words) > SHOWN_QUERY:
+            words = words[: SHOWN_QUERY - 1] + "…"
         if not hits:
-            return self._("None of your texts contains \u201c%(words)s\u201d.") % {"words": words}
-        lines = [
-            self._n(
-                "%(count)s text contains \u201c%(words)s\u201d:",
-                "%(count)s texts contain \u201c%(words)s\u201d:",
+            return self._("None of your texts contains “%(words)s”.") % {"words": words}
+        if more:
+            heading = self._("Your newest %(count)s texts that contain “%(words)s”:")
+        else:
+            heading = self._n(
+                "%(count)s text contains “%(words)s”:",
+                "%(count)s texts contain “%(words)s”:",
                 len(hits),
             )
-            % {"count": len(hits), "words": words}
-        ]
+        lines = [heading % {"count": len(hits), "words": words}]
         for number, snippet in hits:
             lines.append(f"#{number}: {snippet}")
         lines.append(self._("/get N sends a whole text."))
@@ -533,12 +540,23 @@ class Texts:
             "number": number_of(task)
         }
 
-    def confirm_forget(self, count: int) -> str:
-        return self._n(
+    def confirm_forget(self, count: int, running: int = 0) -> str:
+        text = self._n(
             "Delete your %(count)s task and its text? This cannot be undone.",
             "Delete all your %(count)s tasks and their texts? This cannot be undone.",
             count,
         ) % {"count": count}
+        if running:
+            text += " " + self._n(
+                "(%(count)s task still running is kept.)",
+                "(%(count)s tasks still running are kept.)",
+                running,
+            ) % {"count": running}
+        return text
+
+    @property
+    def all_running(self) -> str:
+        return self._("Your tasks are all still running: they can be deleted once they are done.")
 
     @property
     def delete_label(self) -> str:

@@ -22,11 +22,17 @@ class History:
     async def task(self, user_id: int, number: int) -> Task | None:
         return await history.task_by_number(user_id, number)
 
-    async def search(self, user_id: int, words: str) -> list[SearchHit]:
-        return await history.search_texts(user_id, words)
+    async def search(self, user_id: int, words: str, *, limit: int = 10) -> list[SearchHit]:
+        return await history.search_texts(user_id, words, limit)
 
     async def count(self, user_id: int) -> int:
         return await history.count_tasks(user_id)
+
+    async def count_deletable(self, user_id: int) -> tuple[int, int]:
+        """(finished tasks, which /forget deletes; tasks still running, which it keeps)."""
+        total = await history.count_tasks(user_id)
+        running = await history.count_running(user_id)
+        return total - running, running
 
     async def delete(self, user_id: int, number: int) -> bool:
         return await history.delete_task(user_id, number)

@@ -420,11 +420,6 @@ async def test_hostile_words_are_plain_text(histories: None, ann: Chat, bob: Cha
     assert not any(m.buttons() for m in ann.messages[-len(HOSTILE_WORDS) - 4 :])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/texts.py Texts.found: the header counts the hits shown (at most "
-    "storage.history.SEARCH_LIMIT = 10) and says '10 texts contain' when 12 do",
-)
 async def test_find_with_more_than_ten_matches_does_not_miscount(
     histories: None, ann: Chat
 ) -> None:
@@ -435,12 +430,6 @@ async def test_find_with_more_than_ten_matches_does_not_miscount(
     assert not answer.startswith("10 texts contain")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/history.py HistoryHandlers.find echoes the whole query in Texts.found; a "
-    "query near Telegram's 4096-character limit makes the answer too long to send (400 "
-    "'message is too long'), and the user gets 'Sorry, something went wrong'",
-)
 async def test_find_with_a_very_long_query_gets_a_proper_answer(bot: RunningBot, ann: Chat) -> None:
     words = "x" * 4080
     answer = await ann.ask_text(f"/find {words}")
@@ -469,9 +458,9 @@ async def test_delete_asks_cancel_keeps_delete_removes_only_that_task(
 
     confirm = await ann.ask("/delete 4")
     assert confirm.text == "Delete task #4 and its text? This cannot be undone."
-    assert confirm.buttons() == [("Delete", f"del:{ANN}:4"), ("Cancel", "x")]
+    assert confirm.buttons() == [("Delete", f"del:{ANN}:4"), ("Cancel", f"x:{ANN}")]
 
-    await ann.press_for(confirm, "x")
+    await ann.press_for(confirm, f"x:{ANN}")
     await wait_for_edit(telegram, confirm)
     assert confirm.text == "Nothing was deleted." and confirm.buttons() == []
     await settled()
@@ -562,7 +551,7 @@ async def test_in_a_group_only_the_owner_can_confirm_a_deletion(
 
     forget = await group.ask(ANN, f"/forget@{group.bot}")
     assert forget.text == "Delete all your 12 tasks and their texts? This cannot be undone."
-    assert (await group.press(BOB, forget, "fg"))["text"] == NOT_YOURS
+    assert (await group.press(BOB, forget, f"fg:{ANN}"))["text"] == NOT_YOURS
     await settled()
     assert forget.edits == 0
     assert await numbers_of(ANN) == list(range(1, 13))
@@ -575,23 +564,18 @@ async def test_in_a_group_only_the_owner_can_confirm_a_deletion(
     assert await numbers_of(BOB) == [1, 2, 3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/history.py HistoryHandlers.on_button: the Cancel button ('x') checks no "
-    "owner, so any group member can cancel someone else's /delete or /forget confirmation",
-)
 async def test_in_a_group_another_member_cannot_cancel_a_confirmation(
     histories: None, group: Group, telegram: FakeTelegram
 ) -> None:
     group.send(BOB, "hello everyone")
     confirm = await group.ask(ANN, f"/delete@{group.bot} 2")
 
-    answer = await group.press(BOB, confirm, "x")
+    answer = await group.press(BOB, confirm, f"x:{ANN}")
 
     await settled()
     assert await numbers_of(ANN) == list(range(1, 13))
     assert answer.get("text") == NOT_YOURS
-    assert confirm.buttons() == [("Delete", f"del:{ANN}:2"), ("Cancel", "x")]
+    assert confirm.buttons() == [("Delete", f"del:{ANN}:2"), ("Cancel", f"x:{ANN}")]
 
 
 # --- /forget --------------------------------------------------------------------------------
@@ -602,15 +586,15 @@ async def test_forget_deletes_all_the_users_tasks_and_numbering_goes_on(
 ) -> None:
     confirm = await ann.ask("/forget")
     assert confirm.text == "Delete all your 12 tasks and their texts? This cannot be undone."
-    assert confirm.buttons() == [("Delete", "fg"), ("Cancel", "x")]
-    await ann.press_for(confirm, "x")
+    assert confirm.buttons() == [("Delete", f"fg:{ANN}"), ("Cancel", f"x:{ANN}")]
+    await ann.press_for(confirm, f"x:{ANN}")
     await wait_for_edit(telegram, confirm)
     assert confirm.text == "Nothing was deleted."
     await settled()
     assert await numbers_of(ANN) == list(range(1, 13))
 
     confirm = await ann.ask("/forget")
-    await ann.press_for(confirm, "fg")
+    await ann.press_for(confirm, f"fg:{ANN}")
     await wait_for_edit(telegram, confirm)
     assert confirm.text == "Done: 12 tasks and their texts are deleted."
     assert confirm.buttons() == []
@@ -648,13 +632,6 @@ async def test_forget_deletes_all_the_users_tasks_and_numbering_goes_on(
     assert listed(page) == [(13, "https://v.douyin.com/ann-after-forget/")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/history.py HistoryHandlers.forget counts all the user's tasks "
-    "(History.count -> storage.history.count_tasks, every state) for the confirmation, but "
-    "storage.history.forget_user deletes only the finished ones: 'Delete all your 13 tasks' "
-    "is answered 'Done: 12 tasks', and the running one silently stays",
-)
 async def test_forget_with_a_task_running_says_what_it_will_delete(
     histories: None, ann: Chat, coze: FakeCoze, telegram: FakeTelegram
 ) -> None:
@@ -663,7 +640,7 @@ async def test_forget_with_a_task_running_says_what_it_will_delete(
     assert ack.text is not None and "Task #13 " in ack.text
 
     confirm = await ann.ask("/forget")
-    await ann.press_for(confirm, "fg")
+    await ann.press_for(confirm, f"fg:{ANN}")
     await wait_for_edit(telegram, confirm, 1)
 
     assert await numbers_of(ANN) == [13]  # the running task is kept, as documented
@@ -784,11 +761,6 @@ async def test_always_as_a_file_survives_a_restart_and_can_be_switched_back(
         assert (await ann.ask_text("/get 2")).endswith(ANN_TEXTS[2])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/delivery.py _document uses Texts.document_caption ('the text is long, so "
-    "here it is as a file') also when the user chose Always as a file for a short text",
-)
 async def test_a_short_text_sent_as_a_file_by_choice_is_not_called_long(
     bot: RunningBot, coze: FakeCoze, ann: Chat, telegram: FakeTelegram
 ) -> None:
