@@ -64,17 +64,11 @@ _TRACKING_EVERYWHERE = frozenset(
         "share_tag",
     }
 )
+# Besides those dropped on every host (above).
 _BILIBILI_TRACKING = frozenset(
     {
-        "spm_id_from",
         "spmid",
         "from_spmid",
-        "vd_source",
-        "share_source",
-        "share_medium",
-        "share_plat",
-        "share_session_id",
-        "share_tag",
         "share_from",
         "share_times",
         "unique_k",
