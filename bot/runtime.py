@@ -38,7 +38,15 @@ from coze import CozeWorkflowClient
 from storage import DatabaseOpenError, open_database, ping
 from tasks import AccessList, Inbox, Quotas, Reconciler, StartPolicy, TaskService
 from tasks.preferences import Preferences
-from webhook import HEALTH_CHECK, TASK_SERVICE, ServerLimits, WebhookRunner, WebhookSite, create_app
+from webhook import (
+    HEALTH_CHECK,
+    READINESS,
+    TASK_SERVICE,
+    ServerLimits,
+    WebhookRunner,
+    WebhookSite,
+    create_app,
+)
 from webhook.app import CALLBACK_PATH
 
 log = logging.getLogger(__name__)
@@ -59,6 +67,10 @@ class RunningBot:
     @property
     def service(self) -> TaskService:
         return self.app[TASK_SERVICE]
+
+    def stopping(self) -> None:
+        """Shutdown is about to begin: /readyz turns 503 so traffic goes elsewhere."""
+        self.app[READINESS].stopping = True
 
 
 def secrets_of(settings: Settings) -> tuple[str, ...]:
@@ -259,8 +271,10 @@ def _telegram(settings: Settings) -> CleanupContext:
         async with contextlib.AsyncExitStack() as stack:
             # Each step registers its own undoing, so a failure half-way through start-up
             # (a rejected token, an unreachable Telegram) still shuts down what was started.
-            await application.initialize()
+            await application.initialize()  # getMe: the token is good, Telegram answers
             stack.push_async_callback(application.shutdown)
+            readiness = app[READINESS]
+            readiness.telegram = True
             await set_menus(application.bot)
             await application.start()
             stack.push_async_callback(application.stop)
@@ -287,6 +301,8 @@ def _telegram(settings: Settings) -> CleanupContext:
             )
             await poller.start()
             stack.push_async_callback(poller.stop)
+            # Undone first: from the start of shutdown on, /readyz says this instance is going.
+            stack.callback(setattr, readiness, "stopping", True)
             yield
 
     return telegram

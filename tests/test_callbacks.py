@@ -208,10 +208,25 @@ async def test_success_without_text_is_reported_as_no_text(
     assert failure.text is not None and "No speech or text was found" in failure.text
 
 
-async def test_healthz_reports_the_database(bot: RunningBot, http: aiohttp.ClientSession) -> None:
+async def test_a_running_bot_is_alive_and_ready_until_it_stops(
+    bot: RunningBot, http: aiohttp.ClientSession
+) -> None:
     async with http.get(bot.public_url + "/healthz") as response:
         assert response.status == 200
-        assert (await response.json())["database"] == "ok"
+    async with http.get(bot.public_url + "/readyz") as response:
+        assert response.status == 200
+        assert await response.json() == {
+            "ok": True,
+            "database": "ok",
+            "telegram": "ok",
+            "stopping": False,
+        }
+    bot.stopping()  # as on SIGTERM: traffic should go elsewhere from now on
+    async with http.get(bot.public_url + "/readyz") as response:
+        assert response.status == 503
+        assert (await response.json())["stopping"] is True
+    async with http.get(bot.public_url + "/healthz") as response:
+        assert response.status == 200  # still alive while it finishes
 
 
 async def _unchanged(task: Task, chat: Conversation) -> None:

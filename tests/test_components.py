@@ -20,7 +20,7 @@ from simulators.coze import FakeCoze, WorkflowOutcome
 from storage import Task, TaskState, open_database, repository
 from storage.db import tortoise_config
 from storage.repository import ApplyResult, Outcome
-from webhook import HEALTH_CHECK, create_app
+from webhook import HEALTH_CHECK, READINESS, create_app
 
 pytestmark = pytest.mark.asyncio
 
@@ -97,24 +97,35 @@ async def test_a_callback_that_overtakes_the_start_reply_still_settles_the_task(
     assert again is ApplyResult.IGNORED
 
 
-async def test_healthz_is_503_when_the_database_does_not_answer() -> None:
-    async def unreachable() -> bool:
-        return False
+async def test_readyz_is_503_when_the_database_does_not_answer_or_telegram_is_not_known() -> None:
+    database = {"answers": False}
+
+    async def ping() -> bool:
+        return database["answers"]
 
     app = create_app(max_callback_bytes=1024)
-    app[HEALTH_CHECK] = unreachable
+    app[HEALTH_CHECK] = ping
+    app[READINESS].telegram = True
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
         port = runner.addresses[0][1]
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{port}/healthz") as response,
-        ):
-            assert response.status == 503
-            assert (await response.json())["database"] == "unreachable"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                assert response.status == 503
+                assert (await response.json())["database"] == "unreachable"
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                assert response.status == 200  # alive all the same: a restart would not help
+            database["answers"] = True
+            app[READINESS].telegram = False
+            async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                assert response.status == 503
+                assert (await response.json())["telegram"] == "not connected"
+            app[READINESS].telegram = True
+            async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                assert response.status == 200
     finally:
         await runner.cleanup()
 

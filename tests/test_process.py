@@ -12,18 +12,20 @@ import pytest
 from simulators.coze import FakeCoze
 from simulators.demo import bot_config
 from simulators.telegram import FakeTelegram
+from storage import Task, open_database
 
 pytestmark = pytest.mark.asyncio
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def run_bot(config: str, tmp_path: Path) -> tuple[int, list[str]]:
+async def run_bot(config: str, tmp_path: Path, *command: str) -> tuple[int, list[str]]:
     path = tmp_path / "config.toml"
     path.write_text(config, encoding="utf-8")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bot",
+        *command,
         "--config",
         str(path),
         cwd=ROOT,
@@ -40,6 +42,19 @@ async def run_bot(config: str, tmp_path: Path) -> tuple[int, list[str]]:
             await process.wait()
     assert process.returncode is not None
     return process.returncode, stderr.decode().strip().splitlines()
+
+
+async def test_migrate_applies_the_schema_and_exits_without_telegram(
+    telegram: FakeTelegram, coze: FakeCoze, tmp_path: Path
+) -> None:
+    config = bot_config(telegram, coze, tmp_path, "a-callback-secret-of-32-characters")
+    code, lines = await run_bot(config, tmp_path, "migrate")
+    assert code == 0, lines
+    assert telegram.calls == []  # nothing but the database
+    async with open_database(f"sqlite://{tmp_path}/demo.sqlite3"):
+        assert await Task.all().count() == 0  # the tables are there
+    code, _ = await run_bot(config, tmp_path, "migrate")  # and again: nothing to do
+    assert code == 0
 
 
 async def test_a_token_telegram_rejects_stops_start_up_with_one_line(

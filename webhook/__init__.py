@@ -1,13 +1,16 @@
-"""The aiohttp server: Coze completion callbacks and health."""
+"""The aiohttp server: Coze completion callbacks, health and readiness."""
 
-from webhook.app import CALLBACK_PATH, HEALTH_CHECK, TASK_SERVICE, create_app
+from webhook.app import CALLBACK_PATH, TASK_SERVICE, create_app
 from webhook.connections import ServerLimits
+from webhook.health import HEALTH_CHECK, READINESS, Readiness
 from webhook.server import WebhookRunner, WebhookSite
 
 __all__ = [
     "CALLBACK_PATH",
     "HEALTH_CHECK",
+    "READINESS",
     "TASK_SERVICE",
+    "Readiness",
     "ServerLimits",
     "WebhookRunner",
     "WebhookSite",

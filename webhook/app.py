@@ -1,4 +1,5 @@
-"""aiohttp application factory: POST /webhook/coze (the workflow's callback) and GET /healthz.
+"""aiohttp application factory: POST /webhook/coze (the workflow's callback), and health
+(GET /healthz, GET /readyz: webhook.health).
 
 The callback contract (README, "The callback contract"): 200 accepted (also duplicates and
 stale attempts), 400 malformed, 401 bad token, 404 unknown run, 413 too large, 415 a
@@ -20,14 +21,13 @@ from tasks import CallbackReceipt, CallbackReport, TaskService
 from webhook.connections import body_received, dropped_for_slowness, track_requests
 from webhook.contract import parse_callback
 from webhook.encoding import content_encoding, decode_body
+from webhook.health import add_health_routes
 from webhook.refusal import Refusal
 from webhook.server import HANDLER_ARGS
 
 log = logging.getLogger(__name__)
 
 TASK_SERVICE = web.AppKey("task_service", TaskService)
-HealthCheck = Callable[[], Awaitable[bool]]
-HEALTH_CHECK: web.AppKey[HealthCheck] = web.AppKey("health_check")
 MAX_CALLBACK_BYTES = web.AppKey("max_callback_bytes", int)
 
 CALLBACK_PATH = "/webhook/coze"
@@ -89,14 +89,6 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def healthz(request: web.Request) -> web.Response:
-    healthy = await request.app[HEALTH_CHECK]()
-    return web.json_response(
-        {"ok": healthy, "database": "ok" if healthy else "unreachable"},
-        status=200 if healthy else 503,
-    )
-
-
 _HTTP_ERROR_REASONS = {404: "no such path", 405: "method not allowed"}
 
 
@@ -129,5 +121,5 @@ def create_app(*, max_callback_bytes: int) -> web.Application:
     )
     app[MAX_CALLBACK_BYTES] = max_callback_bytes
     app.router.add_post(CALLBACK_PATH, coze_callback)
-    app.router.add_get("/healthz", healthz)
+    add_health_routes(app)
     return app
