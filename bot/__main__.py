@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.logging.level, secrets_of(settings))
+    configure_logging(settings.logging.level, secrets_of(settings), settings.logging.format)
     if args.command == "migrate":
         try:
             asyncio.run(migrate(settings))

@@ -116,6 +116,8 @@ class CacheSettings(_Section):
 
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "text": one readable line per record; "json": one JSON object per line, for collectors.
+    format: Literal["text", "json"] = "text"
 
 
 class Settings(_Section):

@@ -117,6 +117,38 @@ def test_secrets_are_masked_in_log_lines_and_tracebacks() -> None:
     assert output.count("***") >= 2
 
 
+def test_json_logs_are_one_object_per_line_with_secrets_masked() -> None:
+    import io
+    import json
+    import logging
+
+    from bot.logs import JsonLines, OneLine, RedactSecrets
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLines())
+    handler.addFilter(RedactSecrets(("123:SECRET-TOKEN",)))
+    handler.addFilter(OneLine())
+    logger = logging.getLogger("test.json")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("task %s: two\nlines with 123:SECRET-TOKEN", 7)
+        try:
+            raise RuntimeError("boom 123:SECRET-TOKEN")
+        except RuntimeError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    first, second = (json.loads(line) for line in lines)
+    assert first["level"] == "WARNING" and first["logger"] == "test.json"
+    assert first["message"] == "task 7: two\\x0alines with ***"
+    assert first["time"].endswith("+00:00")
+    assert "RuntimeError" in second["exception"] and "SECRET-TOKEN" not in lines[1]
+
+
 def test_chat_pacer_lets_a_burst_through_then_paces() -> None:
     pacer = ChatPacer(interval=1.0, burst=3)
     for _ in range(3):
