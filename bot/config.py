@@ -7,6 +7,7 @@ know, a value of the wrong type, or a missing secret stops start-up with one lin
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +27,13 @@ class _Section(BaseModel):
 class TelegramSettings(_Section):
     token: SecretStr = SecretStr("")
     api_base_url: str = "https://api.telegram.org/bot"
-    mode: Literal["polling"] = "polling"
+    mode: Literal["polling", "webhook"] = "polling"
+    # Webhook mode: where Telegram sends updates (empty: <server.public_url>/webhook/telegram),
+    # the secret token it sends with each (or TELEGRAM_WEBHOOK_SECRET), and how many
+    # connections it may open at once.
+    webhook_url: str = ""
+    webhook_secret: SecretStr = SecretStr("")
+    webhook_max_connections: int = Field(default=40, ge=1, le=100)
     poll_timeout_seconds: int = Field(default=30, ge=0, le=50)
     request_timeout_seconds: float = Field(default=10.0, gt=0)
     max_requests_per_second: float = Field(default=30.0, gt=0)
@@ -140,6 +147,7 @@ SECRET_ENV = {
     "COZE_API_TOKEN": ("coze", "token"),
     "CALLBACK_SECRET": ("server", "callback_secret"),
     "PREVIOUS_CALLBACK_SECRET": ("server", "previous_callback_secret"),
+    "TELEGRAM_WEBHOOK_SECRET": ("telegram", "webhook_secret"),
 }
 MIN_SECRET_LENGTH = 16
 
@@ -207,10 +215,23 @@ def _check_required(settings: Settings) -> None:
             raise ConfigError(
                 f"limits.allowed_hosts: {host!r} is not a domain name like douyin.com"
             )
+    if settings.telegram.mode == "webhook":
+        token = settings.telegram.webhook_secret.get_secret_value()
+        if not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", token):
+            raise ConfigError(
+                "telegram.webhook_secret: webhook mode needs 16-256 characters of A-Z, a-z, "
+                "0-9, _ and - (or TELEGRAM_WEBHOOK_SECRET)"
+            )
+        if not (settings.telegram.webhook_url or settings.server.public_url):
+            raise ConfigError(
+                "telegram.webhook_url: webhook mode needs it, or server.public_url, so that "
+                "Telegram can reach the bot"
+            )
     if not settings.coze.workflow_id:
         raise ConfigError("coze.workflow_id: not set (the id of your published workflow)")
     for key, url in (
         ("telegram.api_base_url", settings.telegram.api_base_url),
+        ("telegram.webhook_url", settings.telegram.webhook_url or "http://derived"),
         ("coze.api_base_url", settings.coze.api_base_url),
         ("server.public_url", settings.server.public_url or "http://derived"),
     ):

@@ -29,6 +29,7 @@ from bot.delivery import DeliveryLoop, DeliveryPolicy
 from bot.handlers import Handlers
 from bot.history import HistoryHandlers
 from bot.i18n import DEFAULT_LANGUAGE, LANGUAGES
+from bot.inbound import Inbound
 from bot.intake import Intake
 from bot.languages import Languages
 from bot.polling import Poller
@@ -48,6 +49,7 @@ from webhook import (
     create_app,
 )
 from webhook.app import CALLBACK_PATH
+from webhook.telegram import TELEGRAM_PATH, TELEGRAM_RECEIVER, TELEGRAM_SECRET
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,7 @@ def secrets_of(settings: Settings) -> tuple[str, ...]:
         settings.coze.token.get_secret_value(),
         settings.server.callback_secret.get_secret_value(),
         settings.server.previous_callback_secret.get_secret_value(),
+        settings.telegram.webhook_secret.get_secret_value(),
     )
 
 
@@ -86,7 +89,7 @@ def build_web_app(settings: Settings, public_url: str) -> web.Application:
     app = create_app(max_callback_bytes=settings.server.max_callback_bytes)
     app.cleanup_ctx.append(_database(settings))
     app.cleanup_ctx.append(_task_service(settings, public_url))
-    app.cleanup_ctx.append(_telegram(settings))
+    app.cleanup_ctx.append(_telegram(settings, public_url))
     return app
 
 
@@ -256,7 +259,32 @@ def _origin(error: BaseException | None) -> str:
     return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
 
 
-def _telegram(settings: Settings) -> CleanupContext:
+async def _receive_by_webhook(
+    app: web.Application,
+    settings: Settings,
+    application: Application,  # type: ignore[type-arg]
+    inbox: Inbox,
+    public_url: str,
+) -> None:
+    """Updates pushed by Telegram to POST /webhook/telegram: stored, then handled like polled
+    ones. What the last run left unhandled is handled first. On shutdown the webhook stays:
+    Telegram keeps the updates until the bot (or another instance) answers again."""
+    inbound = Inbound(application, inbox)
+    await inbound.replay()
+    secret = settings.telegram.webhook_secret.get_secret_value()
+    app[TELEGRAM_SECRET] = secret.encode()
+    app[TELEGRAM_RECEIVER] = inbound.receive
+    url = settings.telegram.webhook_url or public_url.rstrip("/") + TELEGRAM_PATH
+    await application.bot.set_webhook(
+        url,
+        secret_token=secret,
+        allowed_updates=ALLOWED_UPDATES,
+        max_connections=settings.telegram.webhook_max_connections,
+    )
+    log.info("receiving Telegram updates by webhook")
+
+
+def _telegram(settings: Settings, public_url: str) -> CleanupContext:
     async def telegram(app: web.Application) -> AsyncIterator[None]:
         service = app[TASK_SERVICE]
         inbox = Inbox()
@@ -292,15 +320,18 @@ def _telegram(settings: Settings) -> CleanupContext:
             resumed = await service.resume_pending()
             if resumed:
                 log.info("resumed %d pending task(s)", resumed)
-            poller = Poller(
-                application,
-                inbox,
-                timeout=settings.telegram.poll_timeout_seconds,
-                allowed_updates=ALLOWED_UPDATES,
-                read_timeout=settings.telegram.request_timeout_seconds,
-            )
-            await poller.start()
-            stack.push_async_callback(poller.stop)
+            if settings.telegram.mode == "webhook":
+                await _receive_by_webhook(app, settings, application, inbox, public_url)
+            else:
+                poller = Poller(
+                    application,
+                    inbox,
+                    timeout=settings.telegram.poll_timeout_seconds,
+                    allowed_updates=ALLOWED_UPDATES,
+                    read_timeout=settings.telegram.request_timeout_seconds,
+                )
+                await poller.start()
+                stack.push_async_callback(poller.stop)
             # Undone first: from the start of shutdown on, /readyz says this instance is going.
             stack.callback(setattr, readiness, "stopping", True)
             yield

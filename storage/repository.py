@@ -615,6 +615,10 @@ async def store_updates(updates: list[tuple[int, str]]) -> None:
         await InboxUpdate.filter(handled=True, update_id__lt=newest - INBOX_KEEP).delete()
 
 
+async def update_is_stored(update_id: int) -> bool:
+    return await InboxUpdate.exists(update_id=update_id)
+
+
 async def unhandled_updates() -> list[InboxUpdate]:
     return await InboxUpdate.filter(handled=False).order_by("update_id")
 

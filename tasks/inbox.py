@@ -22,6 +22,9 @@ class Inbox:
         """Updates stored but not handled (left by a stop or a crash), oldest first."""
         return await repository.unhandled_updates()
 
+    async def is_stored(self, update_id: int) -> bool:
+        return await repository.update_is_stored(update_id)
+
     async def handled(self, update_id: int) -> None:
         await repository.mark_update_handled(update_id)
 

@@ -93,6 +93,16 @@ def test_secrets_are_masked_in_the_settings_repr(tmp_path: Path) -> None:
             "storage.database_url: unsupported database URL",
         ),
         ("[coze\n", SECRETS, "is not valid TOML"),
+        (
+            MINIMAL + "[telegram]\nmode = 'webhook'\n",
+            {**SECRETS, "TELEGRAM_WEBHOOK_SECRET": "has spaces in it, not allowed"},
+            "telegram.webhook_secret: webhook mode needs 16-256 characters",
+        ),
+        (
+            MINIMAL + "[telegram]\nmode = 'webhook'\n",
+            {**SECRETS, "TELEGRAM_WEBHOOK_SECRET": "a-good-webhook-secret-42"},
+            "telegram.webhook_url: webhook mode needs it, or server.public_url",
+        ),
     ],
     ids=[
         "no-telegram-token",
@@ -108,6 +118,8 @@ def test_secrets_are_masked_in_the_settings_repr(tmp_path: Path) -> None:
         "bad-url",
         "bad-database",
         "bad-toml",
+        "webhook-secret",
+        "webhook-url",
     ],
 )
 def test_each_mistake_stops_start_up_with_one_line_naming_the_key(
