@@ -247,3 +247,40 @@ async def test_a_message_fetched_but_not_yet_stored_when_the_bot_is_killed_is_no
 
     assert stored == [first, second], "a message the bot had taken from Telegram was lost"
     assert len(harness.texts_of(second)) == 1
+
+
+@pytest.mark.timeout(45)
+async def test_an_update_taken_by_the_webhook_survives_a_kill_right_after_the_200(
+    harness: Harness, telegram: FakeTelegram, coze: FakeCoze
+) -> None:
+    """Webhook mode: once the bot has answered Telegram 200 the update is Telegram's no
+    more; killed right then (its acknowledgement still held), the bot handles it at restart."""
+    link = "https://v.douyin.com/webhook-kill/"
+    coze.outcome_for = lambda url: WorkflowOutcome(text=f"The words of {url}", duration=0.2)
+    port = free_port()
+    sections = {name: dict(values) for name, values in FAST_PAUSES.items()}
+    sections["telegram"].update(
+        mode="webhook",
+        webhook_secret="crash-webhook-secret_0123456789",
+        webhook_url=f"http://127.0.0.1:{port}/webhook/telegram",
+        request_timeout_seconds=30.0,
+    )
+    config = soak_sections(telegram, coze, harness.workdir, port=port, overrides=sections)
+    write_config(harness.process.config, config)
+    telegram.delay_next("sendMessage", 20.0, before=True)
+
+    await harness.process.start()
+    await until("the webhook set", lambda: bool(telegram.calls_of("setWebhook")))
+    telegram.user_sends(USER, f"看看 {link}")
+    await until("the update accepted by the webhook", lambda: len(telegram.webhook_deliveries) == 1)
+    await until("its acknowledgement held", lambda: telegram.held_replies > 0)
+    await harness.process.kill()
+    assert telegram.pending_updates() == 0  # Telegram will not send it again
+
+    await harness.process.start()
+    await until("the link's text after the restart", lambda: bool(harness.texts_of(link)))
+    await asyncio.sleep(0.5)
+    assert await harness.process.stop() == 0, harness.log()
+    assert [t.input_url for t in harness.tasks()] == [link]
+    assert len(harness.texts_of(link)) == 1
+    assert len(harness.acks()) == 1
