@@ -182,6 +182,7 @@ class Handlers:
                 parse_mode=None,
                 reply_parameters=reply_to(message),
             )
+            self._service.metrics.acknowledged((ack.date - message.date).total_seconds())
             for task in tasks:
                 await self._service.set_ack_message(task, ack.message_id)
         finally:

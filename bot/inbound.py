@@ -15,6 +15,7 @@ from telegram import Update
 from telegram.ext import Application
 
 from tasks import Inbox
+from tasks.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +23,15 @@ MAX_PAUSE_SECONDS = 30.0
 
 
 class Inbound:
-    def __init__(self, application: Application, inbox: Inbox) -> None:  # type: ignore[type-arg]
+    def __init__(
+        self,
+        application: Application,  # type: ignore[type-arg]
+        inbox: Inbox,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._application = application
         self._inbox = inbox
+        self._metrics = metrics or Metrics()
 
     async def replay(self) -> int:
         """Queue the updates stored but left unhandled by the last run; how many."""
@@ -40,11 +47,16 @@ class Inbound:
         """One update pushed to the webhook: stored (raises if it cannot be), then handled in
         the background; one stored before (Telegram sending it again) is not handled twice."""
         update_id = int(update["update_id"])
+        self._metrics.update_received("webhook")
         if await self._inbox.is_stored(update_id):
             return
         payload = as_json(update)
         if update_id not in await self.store([(update_id, payload)], keep_trying=False):
             await self.queue(update_id, payload)
+
+    def polled(self, count: int) -> None:
+        for _ in range(count):
+            self._metrics.update_received("polling")
 
     async def store(self, batch: list[tuple[int, str]], *, keep_trying: bool) -> set[int]:
         """Store the batch; the ids of updates the database refused (set aside, not handled).

@@ -23,6 +23,7 @@ from telegram.ext import Application
 
 from bot.inbound import Inbound, as_json
 from tasks import Inbox
+from tasks.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,11 @@ class Poller:
         timeout: int,
         allowed_updates: list[str],
         read_timeout: float = 10.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._application = application
         self._inbox = inbox
-        self._inbound = Inbound(application, inbox)
+        self._inbound = Inbound(application, inbox, metrics)
         self._timeout = timeout
         self._allowed_updates = allowed_updates
         self._read_timeout = read_timeout
@@ -86,6 +88,7 @@ class Poller:
             if not batch:
                 continue
             # Stored before the next call's offset tells Telegram it may forget them.
+            self._inbound.polled(len(batch))
             set_aside = await self._inbound.store(batch, keep_trying=True)
             for update_id, payload in batch:
                 if update_id not in set_aside:

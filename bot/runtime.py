@@ -41,6 +41,7 @@ from tasks import AccessList, Inbox, Quotas, Reconciler, StartPolicy, TaskServic
 from tasks.preferences import Preferences
 from webhook import (
     HEALTH_CHECK,
+    METRICS,
     READINESS,
     TASK_SERVICE,
     ServerLimits,
@@ -144,6 +145,7 @@ def _task_service(settings: Settings, public_url: str) -> CleanupContext:
             max_concurrent=settings.coze.max_concurrent_history_checks,
         )
         app[TASK_SERVICE] = service
+        app[METRICS] = service.metrics
         reconciling = asyncio.create_task(reconciler.run(), name="reconciler")
         try:
             yield
@@ -269,7 +271,7 @@ async def _receive_by_webhook(
     """Updates pushed by Telegram to POST /webhook/telegram: stored, then handled like polled
     ones. What the last run left unhandled is handled first. On shutdown the webhook stays:
     Telegram keeps the updates until the bot (or another instance) answers again."""
-    inbound = Inbound(application, inbox)
+    inbound = Inbound(application, inbox, app[TASK_SERVICE].metrics)
     await inbound.replay()
     secret = settings.telegram.webhook_secret.get_secret_value()
     app[TELEGRAM_SECRET] = secret.encode()
@@ -329,6 +331,7 @@ def _telegram(settings: Settings, public_url: str) -> CleanupContext:
                     timeout=settings.telegram.poll_timeout_seconds,
                     allowed_updates=ALLOWED_UPDATES,
                     read_timeout=settings.telegram.request_timeout_seconds,
+                    metrics=service.metrics,
                 )
                 await poller.start()
                 stack.push_async_callback(poller.stop)

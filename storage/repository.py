@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any
 
 from tortoise.expressions import F, Q
+from tortoise.functions import Count
 from tortoise.queryset import QuerySet
 from tortoise.timezone import now
 from tortoise.transactions import in_transaction
@@ -708,6 +709,17 @@ async def task_rows_since(since: dt.datetime) -> list[TaskRow]:
 async def runs_started_since(since: dt.datetime) -> int:
     """Coze runs started (first attempts and retries) since `since`."""
     return await TaskRun.filter(created_at__gte=since, execute_id__isnull=False).count()
+
+
+async def task_counts_by_state() -> dict[str, int]:
+    """How many tasks are in each state (every state named, 0 when none)."""
+    counts = {state.value: 0 for state in TaskState}
+    rows = (
+        await Task.all().group_by("state").annotate(count=Count("id")).values_list("state", "count")
+    )
+    for state, count in rows:
+        counts[str(state)] = int(count)
+    return counts
 
 
 async def outbox_backlog() -> int:

@@ -14,9 +14,13 @@ from tortoise.timezone import now
 
 from storage import Task, repository
 from storage.repository import OutcomeRef
+from tasks.metrics import Metrics
 
 
 class Outbox:
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self._metrics = metrics or Metrics()
+
     async def due(self, limit: int, exclude: Collection[int] = ()) -> list[Task]:
         """Outcomes to send now, oldest first (those backing off after a failure wait), except
         the tasks in `exclude` (already being sent)."""
@@ -46,15 +50,27 @@ class Outbox:
         await repository.part_sent(OutcomeRef.of(task), parts, timed_out=timed_out)
 
     async def delivered(self, task: Task) -> bool:
-        return await repository.mark_delivered(OutcomeRef.of(task))
+        done = await repository.mark_delivered(OutcomeRef.of(task))
+        if done:
+            self._metrics.delivery("delivered")
+            if task.completed_at is not None:
+                self._metrics.delivered((now() - task.completed_at).total_seconds())
+                if task.started_at is not None and task.reused_from is None:
+                    self._metrics.run_finished(
+                        (task.completed_at - task.started_at).total_seconds()
+                    )
+        return done
 
     async def undeliverable(self, task: Task) -> bool:
+        self._metrics.delivery("undeliverable")
         return await repository.mark_undeliverable(OutcomeRef.of(task))
 
     async def defer(self, task: Task, seconds: float) -> None:
+        self._metrics.delivery("send_failed")
         await repository.defer_delivery(OutcomeRef.of(task), now() + dt.timedelta(seconds=seconds))
 
     async def change_payload(self, task: Task, level: int) -> None:
+        self._metrics.delivery("payload_refused")
         await repository.change_payload(OutcomeRef.of(task), level)
 
     async def progress_to_show(self, min_interval: float, limit: int) -> list[Task]:

@@ -133,8 +133,11 @@ class Reconciler:
             try:
                 history = await self._history.run_history(task.execute_id)
             except CozeCallError as exc:
+                self._service.metrics.coze_call("run_history", exc.kind.value)
                 self._log_failed_check(task, exc)
                 history = None
+            else:
+                self._service.metrics.coze_call("run_history", "ok")
         if history is None or history.status is RunStatus.RUNNING:
             if final:
                 await self._service.expire(task)

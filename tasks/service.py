@@ -23,6 +23,7 @@ from tortoise.timezone import now
 from coze import CozeCallError, RunHistory, RunStatus, StartedRun, callback_token
 from storage import Task, User, repository
 from storage.repository import ApplyResult, NewTask, Outcome, RetryDecision, RetryRefusal
+from tasks.metrics import Metrics
 from tasks.outbox import Outbox
 from tasks.quotas import UNLIMITED, Allowance, Quotas
 from tasks.text import clean_text
@@ -151,6 +152,7 @@ class TaskService:
         max_concurrent_runs: int = 0,
         max_starts_per_second: float = 10.0,
         reuse_hours: float = 0.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._starter = starter
         # The current secret first; the previous one (during a rotation) is still accepted.
@@ -165,7 +167,8 @@ class TaskService:
         # Set whenever something awaits sending (an outcome, or progress to show); the
         # delivery loop waits on it.
         self.outbox_ready = asyncio.Event()
-        self.outbox = Outbox()
+        self.metrics = metrics or Metrics()
+        self.outbox = Outbox(self.metrics)
         self._background: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
         self.quotas = quotas or Quotas()
@@ -327,6 +330,7 @@ class TaskService:
                 await self._start_limiter.acquire()
                 run = await self._starter.start(link, run_id)
             except CozeCallError as exc:
+                self.metrics.coze_call("start", exc.kind.value)
                 if exc.transient and attempt < policy.attempts:
                     log.warning(
                         "task %s: could not start the Coze run (try %d of %d), trying again "
@@ -340,6 +344,7 @@ class TaskService:
                     continue
                 await self._start_failed(task_id, run_id, exc, attempt)
                 return
+            self.metrics.coze_call("start", "ok")
             await self._started(task_id, run_id, run)
             return
 

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import hdrs, web
 
 from tasks import CallbackReceipt, CallbackReport, TaskService
+from tasks.metrics import CONTENT_TYPE, Metrics
 from webhook.connections import track_requests
 from webhook.contract import parse_callback
 from webhook.health import add_health_routes
@@ -28,12 +29,30 @@ from webhook.telegram import TELEGRAM_PATH, telegram_update
 log = logging.getLogger(__name__)
 
 TASK_SERVICE = web.AppKey("task_service", TaskService)
+METRICS = web.AppKey("metrics", Metrics)
 MAX_CALLBACK_BYTES = web.AppKey("max_callback_bytes", int)
 
 CALLBACK_PATH = "/webhook/coze"
 
 
 async def coze_callback(request: web.Request) -> web.Response:
+    response = await _answer_callback(request)
+    metrics = request.app.get(METRICS)
+    if metrics is not None:
+        metrics.callback(response.status)
+    return response
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    """Prometheus' text format (GET /metrics)."""
+    metrics = request.app.get(METRICS)
+    if metrics is None:
+        return refuse(request, Refusal(404, "no such path"))
+    body = await metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def _answer_callback(request: web.Request) -> web.Response:
     try:
         report = await _receive(request)
     except Refusal as refusal:
@@ -85,5 +104,6 @@ def create_app(*, max_callback_bytes: int) -> web.Application:
     app[MAX_CALLBACK_BYTES] = max_callback_bytes
     app.router.add_post(CALLBACK_PATH, coze_callback)
     app.router.add_post(TELEGRAM_PATH, telegram_update)
+    app.router.add_get("/metrics", metrics_page)
     add_health_routes(app)
     return app
