@@ -49,6 +49,7 @@ from bot.splitting import CAPTION_LIMIT, preview, split_text, utf16_len
 from bot.texts import Texts, number_of
 from storage import Task, TaskState
 from tasks import FailureKind, TaskService
+from tasks.log_context import about
 from tasks.reconciler import rate_limiter
 
 log = logging.getLogger(__name__)
@@ -222,6 +223,10 @@ class DeliveryLoop:
 
     async def deliver(self, queued: Task) -> bool:
         """Send one outcome (what is left of it); True once it is delivered or given up."""
+        with about(queued.id, queued.run_id):
+            return await self._deliver(queued)
+
+    async def _deliver(self, queued: Task) -> bool:
         task = await self._outbox.claim(queued)
         if task is None:
             return False  # delivered, retried or given up meanwhile

@@ -8,6 +8,8 @@ import json
 import logging
 import time
 
+from tasks.log_context import TaskContext
+
 # C0 (but tab) and C1 control characters, DEL, and the Unicode line and paragraph separators:
 # anything that could end a log line early or rewrite it on a terminal.
 _ESCAPES = {
@@ -85,7 +87,7 @@ class JsonLines(logging.Formatter):
     """One JSON object per line: time (UTC, ISO 8601), level, logger, message, exception."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
                 timespec="milliseconds"
             ),
@@ -93,6 +95,10 @@ class JsonLines(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for key in ("task_id", "run_id"):
+            value = getattr(record, key, None)
+            if value is not None:
+                entry[key] = value
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -106,6 +112,7 @@ def configure_logging(level: str, secrets: tuple[str, ...], format: str = "text"
         handler.setFormatter(JsonLines())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(TaskContext())
     handler.addFilter(RedactSecrets(secrets))
     handler.addFilter(OneLine())
     root = logging.getLogger()

@@ -26,6 +26,7 @@ from tortoise.timezone import now
 from coze import CozeCallError, RunHistory, RunStatus
 from storage import Task, TaskState, repository
 from storage.repository import ApplyResult
+from tasks.log_context import about
 from tasks.service import TaskService
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,10 @@ class Reconciler:
             log.error("task %s: run-history check failed", task_id, exc_info=check.exception())
 
     async def _check(self, task: Task, *, final: bool) -> bool:
+        with about(task.id, task.run_id):
+            return await self._check_run(task, final=final)
+
+    async def _check_run(self, task: Task, *, final: bool) -> bool:
         """Ask Coze how the run is doing and settle the task if it is done. A `final` check
         (at the deadline) that finds nothing settled times the task out."""
         if self._stopping.is_set():

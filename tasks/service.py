@@ -23,6 +23,7 @@ from tortoise.timezone import now
 from coze import CozeCallError, RunHistory, RunStatus, StartedRun, callback_token
 from storage import Task, User, repository
 from storage.repository import ApplyResult, NewTask, Outcome, RetryDecision, RetryRefusal
+from tasks.log_context import about
 from tasks.metrics import Metrics
 from tasks.outbox import Outbox
 from tasks.quotas import UNLIMITED, Allowance, Quotas
@@ -318,6 +319,10 @@ class TaskService:
             self._dispatch_wanted.set()
 
     async def _start(self, task_id: int, run_id: str, link: str) -> None:
+        with about(task_id, run_id):
+            await self._start_run(task_id, run_id, link)
+
+    async def _start_run(self, task_id: int, run_id: str, link: str) -> None:
         policy = self._start_policy
         for attempt in range(1, policy.attempts + 1):
             if attempt > 1:
@@ -383,6 +388,10 @@ class TaskService:
     # --- outcomes ----------------------------------------------------------------------------
 
     async def handle_callback(self, report: CallbackReport) -> CallbackReceipt:
+        with about(None, report.run_id):
+            return await self._handle_callback(report)
+
+    async def _handle_callback(self, report: CallbackReport) -> CallbackReceipt:
         if not self.token_is_valid(report.run_id, report.token):
             return CallbackReceipt.BAD_TOKEN
         if report.status == "processing":
@@ -438,6 +447,10 @@ class TaskService:
 
     async def expire(self, task: Task) -> bool:
         """Time out a task past its deadline; its user is told (with Retry)."""
+        with about(task.id, task.run_id):
+            return await self._expire(task)
+
+    async def _expire(self, task: Task) -> bool:
         expired = await repository.expire(task, now())
         if expired:
             log.warning(
