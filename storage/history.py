@@ -173,13 +173,6 @@ async def count_tasks(user_id: int) -> int:
     return int(await _numbered(user_id).count())
 
 
-async def count_running(user_id: int) -> int:
-    """How many of the user's tasks wait for or run their Coze run (not deletable yet)."""
-    return int(
-        await _numbered(user_id).filter(state__in=(TaskState.PENDING, TaskState.PROCESSING)).count()
-    )
-
-
 async def task_by_number(user_id: int, number: int) -> Task | None:
     """The user's task #number, or None (no such number, or it was deleted)."""
     if not _valid_number(number):

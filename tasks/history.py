@@ -5,7 +5,7 @@ Every call names the user, and touches that user's tasks only.
 
 from __future__ import annotations
 
-from storage import Task, history
+from storage import Task, history, repository
 from storage.history import SearchHit, TaskPage
 
 PAGE_SIZE = 10
@@ -31,7 +31,7 @@ class History:
     async def count_deletable(self, user_id: int) -> tuple[int, int]:
         """(finished tasks, which /forget deletes; tasks still running, which it keeps)."""
         total = await history.count_tasks(user_id)
-        running = await history.count_running(user_id)
+        running = await repository.active_task_count(user_id)
         return total - running, running
 
     async def delete(self, user_id: int, number: int) -> bool:

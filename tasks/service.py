@@ -21,7 +21,7 @@ from aiolimiter import AsyncLimiter
 from tortoise.timezone import now
 
 from coze import CozeCallError, RunHistory, RunStatus, StartedRun, callback_token
-from storage import Task, User, repository
+from storage import Task, User, history, repository
 from storage.repository import ApplyResult, NewTask, Outcome, RetryDecision, RetryRefusal
 from tasks.log_context import about
 from tasks.metrics import Metrics
@@ -490,7 +490,7 @@ class TaskService:
         """
         if task_id is None:
             task = (
-                await repository.task_by_number(user_id, number)
+                await history.task_by_number(user_id, number)
                 if owner == user_id and number is not None
                 else None
             )
@@ -520,10 +520,8 @@ class TaskService:
 
     async def task_of(self, user_id: int, number: int) -> Task | None:
         """The user's task #number (their own numbering)."""
-        return await repository.task_by_number(user_id, number)
+        return await history.task_by_number(user_id, number)
 
-    async def recent_tasks(self, user_id: int, limit: int = 10) -> list[Task]:
-        return await repository.recent_tasks(user_id, limit)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
