@@ -1,8 +1,7 @@
 """The callback body: the JSON the workflow's HTTP node sends, checked before anything else.
 
-Parsed by pydantic-core's JSON parser (`from_json`), which never recurses in Python and stops
-at 200 levels of nesting, so a body nested a thousand deep costs a few microseconds, not a
-RecursionError. It reads strict JSON in UTF-8: invalid UTF-8, a lone surrogate escape, a raw
+Parsed by webhook.requests.load_json (pydantic-core's parser: no recursion in Python, at most
+200 levels of nesting, strict JSON in UTF-8), so invalid UTF-8, a lone surrogate escape, a raw
 control character in a string, NaN or Infinity and trailing bytes are all invalid JSON,
 answered 400 like any other malformed body. (Escaped control characters, "\u0000" included,
 are valid JSON: they pass, and the task layer cleans the text before storing it.)
@@ -13,10 +12,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_core import from_json
 
 from tasks import CallbackReport
 from webhook.refusal import Refusal
+from webhook.requests import load_json
 
 
 class CallbackBody(BaseModel):
@@ -37,11 +36,7 @@ FIELDS = frozenset(CallbackBody.model_fields)
 
 def parse_callback(raw: bytes) -> CallbackReport:
     """The report a body carries, or Refusal(400) saying (in our words) what is wrong."""
-    try:
-        value = from_json(raw, allow_inf_nan=False)
-    except ValueError as exc:
-        nested = "recursion limit" in str(exc)
-        raise Refusal(400, "JSON nested too deep" if nested else "not valid JSON") from None
+    value = load_json(raw)
     try:
         body = CallbackBody.model_validate(value)
     except ValidationError as exc:

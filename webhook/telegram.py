@@ -16,10 +16,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from pydantic_core import from_json
 
 from webhook.refusal import Refusal
-from webhook.requests import answer, read_checked_body, refuse
+from webhook.requests import answer, load_json, read_checked_body, refuse
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +55,7 @@ async def telegram_update(request: web.Request) -> web.Response:
 
 
 def _parse(raw: bytes) -> dict[str, Any]:
-    try:
-        value = from_json(raw, allow_inf_nan=False)
-    except ValueError:
-        raise Refusal(400, "not valid JSON") from None
+    value = load_json(raw)
     update_id = value.get("update_id") if isinstance(value, dict) else None
     if not isinstance(update_id, int) or isinstance(update_id, bool):
         raise Refusal(400, "not an update")
