@@ -188,7 +188,7 @@ _XIAOHONGSHU_TRACKING = frozenset(
 )
 _IXIGUA_TRACKING = frozenset({"logtag", "wid_try", "is_new_connect", "is_new_user"})
 _WEIBO_TRACKING = frozenset({"from", "wm", "sourcetype", "featurecode", "luicode", "lfid"})
-_X_TRACKING = frozenset({"s", "t", "ref_src", "ref_url"})
+_X_TRACKING = frozenset({"s", "t", "ref_url"})  # ref_src is dropped everywhere
 
 # --- video ids ----------------------------------------------------------------------------------
 
