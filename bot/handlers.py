@@ -10,7 +10,7 @@ import logging
 import re
 from collections.abc import Sequence
 
-from telegram import CallbackQuery, Message, ReplyParameters, Update
+from telegram import Bot, CallbackQuery, Message, ReplyParameters, Update
 from telegram.constants import ChatAction
 from telegram.error import BadRequest
 from telegram.ext import (
@@ -28,6 +28,7 @@ from bot.buttons import Action
 from bot.languages import Languages
 from bot.links import scan_links
 from bot.texts import Texts, number_of
+from storage import Task
 from storage.repository import RetryRefusal
 from tasks import AccessList, Allowance, QuotaRefusal, TaskService, UserInfo
 
@@ -58,6 +59,37 @@ async def answer(update: Update, text: str) -> None:
     message = update.effective_message
     if message is not None:
         await message.reply_text(text, parse_mode=None, reply_parameters=quote_in_groups(message))
+
+
+async def tell(update: Update, words: str, *, alert: bool = False) -> None:
+    """Whatever the update was, the one short answer it gets: a toast (or an alert) for a
+    button press, a message otherwise."""
+    if update.callback_query is not None:
+        await update.callback_query.answer(words, show_alert=alert)
+    elif update.effective_message is not None:
+        await update.effective_message.reply_text(words, parse_mode=None)
+
+
+async def send_as_file(
+    bot: Bot,
+    chat_id: int,
+    texts: Texts,
+    task: Task,
+    text: str,
+    *,
+    reply: ReplyParameters | None = None,
+) -> None:
+    """A task's text as a .txt document, asked for by its owner (/get, As a file); the chat
+    shows "sending a file..." meanwhile."""
+    await bot.send_chat_action(chat_id, ChatAction.UPLOAD_DOCUMENT)
+    await bot.send_document(
+        chat_id,
+        document=text.encode("utf-8"),
+        filename=f"task-{number_of(task)}.txt",
+        caption=texts.file_caption(task),
+        parse_mode=None,
+        reply_parameters=reply,
+    )
 
 
 class Handlers:
@@ -277,14 +309,7 @@ class Handlers:
             return
         await query.answer()
         chat_id = query.message.chat.id if query.message is not None else query.from_user.id
-        await query.get_bot().send_chat_action(chat_id, ChatAction.UPLOAD_DOCUMENT)
-        await query.get_bot().send_document(
-            chat_id,
-            document=task.result_text.encode("utf-8"),
-            filename=f"task-{number_of(task)}.txt",
-            caption=texts.file_caption(task),
-            parse_mode=None,
-        )
+        await send_as_file(query.get_bot(), chat_id, texts, task, task.result_text)
 
     @staticmethod
     async def _remove_buttons(message: object) -> None:

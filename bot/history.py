@@ -6,13 +6,12 @@ from __future__ import annotations
 import logging
 
 from telegram import CallbackQuery, InlineKeyboardMarkup, Message, Update
-from telegram.constants import ChatAction
 from telegram.error import BadRequest
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, filters
 
 from bot import buttons
 from bot.buttons import Action
-from bot.handlers import answer, quote_in_groups, the_number
+from bot.handlers import answer, quote_in_groups, send_as_file, the_number
 from bot.languages import Languages
 from bot.splitting import split_text
 from bot.texts import Texts, number_of
@@ -84,13 +83,13 @@ class HistoryHandlers:
         pieces = [piece.strip() for piece in split_text(full) if piece.strip()]
         always_as_file = (await self._languages.preferences.of(task.user_id)).always_as_file
         if always_as_file or len(pieces) > MAX_TEXT_MESSAGES:
-            await message.get_bot().send_chat_action(message.chat_id, ChatAction.UPLOAD_DOCUMENT)
-            await message.reply_document(
-                document=text.encode("utf-8"),
-                filename=f"task-{number_of(task)}.txt",
-                caption=texts.file_caption(task),
-                parse_mode=None,
-                reply_parameters=quote_in_groups(message),
+            await send_as_file(
+                message.get_bot(),
+                message.chat_id,
+                texts,
+                task,
+                text,
+                reply=quote_in_groups(message),
             )
             return
         for index, piece in enumerate(pieces):

@@ -21,6 +21,7 @@ from telegram import Update
 from telegram.error import TelegramError
 
 from bot.groups import acts_on
+from bot.handlers import tell
 from bot.languages import Languages
 from tasks import AccessList
 
@@ -117,9 +118,6 @@ class Intake:
         texts = self._languages.texts_now(update.effective_user)
         words = texts.slow_down if screening is Screening.SLOW_DOWN else texts.not_allowed
         try:
-            if update.callback_query is not None:
-                await update.callback_query.answer(words, show_alert=True)
-            elif update.effective_message is not None:
-                await update.effective_message.reply_text(words, parse_mode=None)
+            await tell(update, words, alert=True)
         except TelegramError as exc:
             log.info("could not answer a screened update %d: %s", update.update_id, exc)

@@ -26,7 +26,7 @@ from bot.admin import AdminHandlers
 from bot.choices import ChoiceHandlers
 from bot.config import Settings
 from bot.delivery import DeliveryLoop, DeliveryPolicy
-from bot.handlers import Handlers
+from bot.handlers import Handlers, tell
 from bot.history import HistoryHandlers
 from bot.i18n import DEFAULT_LANGUAGE, LANGUAGES
 from bot.inbound import Inbound
@@ -243,10 +243,7 @@ async def _log_error(
     # The user hears that it failed (never why: that is in the log), rather than silence.
     words = languages.texts_now(update.effective_user).something_went_wrong
     try:
-        if update.callback_query is not None:
-            await update.callback_query.answer(words)
-        elif update.effective_message is not None:
-            await update.effective_message.reply_text(words, parse_mode=None)
+        await tell(update, words)
     except TelegramError as exc:
         log.warning("could not tell the user about the error: %s", exc)
 
