@@ -63,6 +63,11 @@ class Server:
     waiting: Task  # a run that started and waits for its callback; no test may change it
     links: int = 0
 
+    @property
+    def token(self) -> str:
+        """The waiting task's valid callback token: must never be logged."""
+        return callback_token(CALLBACK_SECRET, self.waiting.run_id)
+
     async def new_task(self) -> Task:
         """Another task of its own, processing, for a test that changes one."""
         newest = await Task.all().order_by("-id").first()
@@ -218,6 +223,16 @@ async def refused(server: Server, data: bytes, status: int) -> Reply:
     return reply
 
 
+async def refused_with_headers(
+    server: Server, log: pytest.LogCaptureFixture, headers: dict[str, str], status: int
+) -> None:
+    """The waiting task's callback, its text the marker, sent with `headers`: refused with
+    `status`, changing nothing, logged once, neither token nor marker in the log."""
+    body = callback(server.waiting.run_id, text=MARK)
+    await refused(server, request(body, headers=headers), status)
+    assert_logged_once_and_clean(log, server.token)
+
+
 # ---- the body ---------------------------------------------------------------------------------
 
 
@@ -286,7 +301,7 @@ async def test_a_field_of_the_wrong_type_or_range_is_400(
 ) -> None:
     body = callback(server.waiting.run_id, error=MARK, **fields)
     await refused(server, request(body), 400)
-    assert_logged_once_and_clean(log, callback_token(CALLBACK_SECRET, server.waiting.run_id))
+    assert_logged_once_and_clean(log, server.token)
 
 
 @on_server
@@ -313,7 +328,7 @@ async def test_a_lone_surrogate_is_400(server: Server, log: pytest.LogCaptureFix
     body = callback(server.waiting.run_id, text=f"{MARK} \\ud800").replace("\\\\ud800", "\\ud800")
     assert "\\ud800" in body
     await refused(server, request(body), 400)
-    assert_logged_once_and_clean(log, callback_token(CALLBACK_SECRET, server.waiting.run_id))
+    assert_logged_once_and_clean(log, server.token)
 
 
 @on_server
@@ -364,9 +379,7 @@ async def test_a_correct_token_for_a_run_never_stored_is_404(
 async def test_a_plain_body_called_compressed_is_400(
     server: Server, log: pytest.LogCaptureFixture, encoding: str
 ) -> None:
-    body = callback(server.waiting.run_id, text=MARK)
-    await refused(server, request(body, headers={"Content-Encoding": encoding}), 400)
-    assert_logged_once_and_clean(log, callback_token(CALLBACK_SECRET, server.waiting.run_id))
+    await refused_with_headers(server, log, {"Content-Encoding": encoding}, 400)
 
 
 @pytest.mark.parametrize(
@@ -404,9 +417,7 @@ async def test_a_zip_bomb_is_413(server: Server, log: pytest.LogCaptureFixture) 
 async def test_an_encoding_we_do_not_inflate_is_415(
     server: Server, log: pytest.LogCaptureFixture, encoding: str
 ) -> None:
-    body = callback(server.waiting.run_id, text=MARK)
-    await refused(server, request(body, headers={"Content-Encoding": encoding}), 415)
-    assert_logged_once_and_clean(log, callback_token(CALLBACK_SECRET, server.waiting.run_id))
+    await refused_with_headers(server, log, {"Content-Encoding": encoding}, 415)
 
 
 # ---- headers, method, path, size --------------------------------------------------------------
@@ -419,9 +430,7 @@ async def test_an_encoding_we_do_not_inflate_is_415(
 async def test_a_content_type_other_than_json_is_415(
     server: Server, log: pytest.LogCaptureFixture, content_type: str
 ) -> None:
-    body = callback(server.waiting.run_id, text=MARK)
-    await refused(server, request(body, headers={"Content-Type": content_type}), 415)
-    assert_logged_once_and_clean(log, callback_token(CALLBACK_SECRET, server.waiting.run_id))
+    await refused_with_headers(server, log, {"Content-Type": content_type}, 415)
 
 
 @on_server
@@ -441,7 +450,7 @@ async def test_a_wrong_method_is_405(
 ) -> None:
     reply = await refused(server, request(callback(server.waiting.run_id), method=method), 405)
     assert reply.headers["Allow"] == "POST"
-    assert_logged_once_and_clean(log, callback_token(CALLBACK_SECRET, server.waiting.run_id))
+    assert_logged_once_and_clean(log, server.token)
 
 
 @pytest.mark.parametrize("path", ["/", "/webhook", "/webhook/coze/x", f"/{MARK}"])
@@ -450,7 +459,7 @@ async def test_an_unknown_path_is_404(
     server: Server, log: pytest.LogCaptureFixture, path: str
 ) -> None:
     await refused(server, request(callback(server.waiting.run_id), path=path), 404)
-    assert_logged_once_and_clean(log, callback_token(CALLBACK_SECRET, server.waiting.run_id))
+    assert_logged_once_and_clean(log, server.token)
 
 
 @on_server
@@ -530,7 +539,7 @@ async def test_a_body_cut_short_by_the_client_changes_nothing(
     await eventually(logged, what="the cut-short body logged")
     await assert_unchanged(server)
     assert (await exchange(server.port, request(b"", method="GET", path="/healthz"))).status == 200
-    assert_logged_once_and_clean(log, callback_token(CALLBACK_SECRET, server.waiting.run_id))
+    assert_logged_once_and_clean(log, server.token)
 
 
 @pytest.mark.parametrize(
