@@ -352,30 +352,25 @@ class FakeCoze(SimulatorServer):
         With `code <= 0` the body is not JSON (an HTML page for 5xx, plain text otherwise), which
         cozepy turns into `CozeAPIError(code=http_status)`.
         """
-        for _ in range(count):
-            self._start_faults.append(CozeFault(code, msg, http_status))
+        self.fail_next_start_with(CozeFault(code, msg, http_status), count=count)
 
     def drop_next_start_connection(self, count: int = 1) -> None:
         """The next `count` start calls get their connection closed without any reply."""
-        for _ in range(count):
-            self._start_faults.append(CozeFault(0, "", drop_connection=True))
+        self.fail_next_start_with(CozeFault(0, "", drop_connection=True), count=count)
 
     def fail_next_history(
         self, code: int, msg: str, *, http_status: int = 200, count: int = 1
     ) -> None:
         """Like `fail_next_start`, for the run_histories endpoint."""
-        for _ in range(count):
-            self._history_faults.append(CozeFault(code, msg, http_status))
+        self.fail_next_history_with(CozeFault(code, msg, http_status), count=count)
 
     def fail_next_start_with(self, fault: CozeFault, *, count: int = 1) -> None:
         """The next `count` start calls answer `fault` (e.g. `TOKEN_INVALID`)."""
-        for _ in range(count):
-            self._start_faults.append(fault)
+        self._start_faults.extend([fault] * count)
 
     def fail_next_history_with(self, fault: CozeFault, *, count: int = 1) -> None:
         """The next `count` run_histories calls answer `fault`."""
-        for _ in range(count):
-            self._history_faults.append(fault)
+        self._history_faults.extend([fault] * count)
 
     # ---- helpers ------------------------------------------------------------------------
 
