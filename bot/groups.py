@@ -11,10 +11,9 @@ too) or sent via an inline bot, edited messages and channel posts. Callback quer
 button) go through: the handler checks who pressed. Update kinds without a message are left
 to whatever handles them.
 
-`acts_on` is applied at intake (bot.intake), before anything else, so what the bot does not
-act on never counts against a user's limits. The same rule also runs as a gate in handler
-group `GATE_GROUP`, before every other handler, for an Application built without intake; an
-update it refuses stops there (`ApplicationHandlerStop`) and still counts as handled.
+`acts_on` is applied at intake (bot.intake), before anything else: what the bot does not act on
+is dropped there (and counted as handled), so it never reaches a handler or counts against a
+user's limits.
 """
 
 from __future__ import annotations
@@ -23,13 +22,11 @@ import logging
 from itertools import chain
 
 from telegram import Chat, Message, MessageEntity, Update
-from telegram.ext import ApplicationHandlerStop, ContextTypes, filters
+from telegram.ext import filters
 
 from bot.links import links_in
 
 log = logging.getLogger(__name__)
-
-GATE_GROUP = -2
 
 _GROUP_TYPES = frozenset({Chat.GROUP, Chat.SUPERGROUP})
 
@@ -110,13 +107,3 @@ def mentions_bot(message: Message, *, bot_username: str, bot_id: int) -> bool:
 def replies_to_bot(message: Message, bot_id: int) -> bool:
     replied = message.reply_to_message
     return replied is not None and replied.from_user is not None and replied.from_user.id == bot_id
-
-
-async def gate(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A TypeHandler callback: stop every update the bot does not act on."""
-    bot = context.bot
-    if acts_on(update, bot_username=bot.username, bot_id=bot.id):
-        return
-    chat = update.effective_chat
-    log.debug("update %s ignored (chat %s)", update.update_id, chat.id if chat else None)
-    raise ApplicationHandlerStop

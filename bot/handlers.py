@@ -19,11 +19,10 @@ from telegram.ext import (
     CommandHandler,
     ContextTypes,
     MessageHandler,
-    TypeHandler,
     filters,
 )
 
-from bot import buttons, groups
+from bot import buttons
 from bot.buttons import Action
 from bot.languages import Languages
 from bot.links import scan_links
@@ -115,9 +114,8 @@ class Handlers:
         self._allowed_hosts = tuple(allowed_hosts)
 
     def register(self, application: Application) -> None:  # type: ignore[type-arg]
-        # Before every other handler: what the bot must not act on (in groups, what is not
-        # addressed to it; anywhere, bots and service messages) stops here. See bot/groups.py.
-        application.add_handler(TypeHandler(Update, groups.gate), group=groups.GATE_GROUP)
+        # What the bot must not act on (in groups, what is not addressed to it; anywhere,
+        # bots and service messages) never gets here: bot.intake drops it (bot/groups.py).
         messages = filters.UpdateType.MESSAGE
         application.add_handler(CommandHandler("start", self.start, filters=messages))
         application.add_handler(CommandHandler("help", self.help, filters=messages))
