@@ -423,6 +423,7 @@ class _Link:
     port: str  # "" or ":8080"
     path: str  # without a trailing slash
     query: tuple[str, ...]  # the parameters kept ("name=value" or "name"), sorted
+    platform: _Platform | None  # the platform whose hosts `host` is under
 
     def __str__(self) -> str:
         query = "&".join(self.query)
@@ -446,12 +447,11 @@ def video_key(link: str) -> str:
 
 def _video_key(link: str) -> str:
     parts = _normalise(link)
-    platform = _platform_of(parts.host)
-    if platform is not None:
+    if parts.platform is not None:
         segments = [segment for segment in parts.path.split("/") if segment]
-        video = platform.video_id(parts.host, segments, parts.pairs)
+        video = parts.platform.video_id(parts.host, segments, parts.pairs)
         if video is not None:
-            key = f"{platform.name}:{video}"
+            key = f"{parts.platform.name}:{video}"
             if len(key) <= MAX_KEY_LENGTH:
                 return key
     key = f"url:{parts}"
@@ -496,7 +496,7 @@ def _normalise(link: str) -> _Link:
             continue
         if name not in dropped:
             kept.append(piece)
-    return _Link(scheme, host, port, _escapes(path).rstrip("/"), tuple(sorted(kept)))
+    return _Link(scheme, host, port, _escapes(path).rstrip("/"), tuple(sorted(kept)), platform)
 
 
 def _split_authority(authority: str, scheme: str) -> tuple[str, str]:
