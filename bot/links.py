@@ -183,10 +183,10 @@ def _examine(raw: str, allowed_hosts: Sequence[str]) -> _Verdict:
     try:
         if len(shown) > MAX_URL_LENGTH:
             raise _Refused(LinkRefusal.TOO_LONG)
-        link = _rebuild(scheme or "https", body[:authority_end], body[authority_end:])
+        host, link = _rebuild(scheme or "https", body[:authority_end], body[authority_end:])
         if len(link) > MAX_URL_LENGTH:
             raise _Refused(LinkRefusal.TOO_LONG)
-        if allowed_hosts and not _is_allowed(_host_of(link), allowed_hosts):
+        if allowed_hosts and not _is_allowed(host, allowed_hosts):
             raise _Refused(LinkRefusal.HOST_NOT_ALLOWED)
     except _Refused as refusal:
         return _Verdict(shown, refusal.reason, url_shaped)
@@ -283,8 +283,8 @@ def _strip_trailing(body: str) -> str:
     return body[:end]
 
 
-def _rebuild(scheme: str, authority: str, rest: str) -> str:
-    """The link written out again from what was read, or _Refused."""
+def _rebuild(scheme: str, authority: str, rest: str) -> tuple[str, str]:
+    """(host, link): the host as read and the link written out again with it, or _Refused."""
     if "@" in authority:
         raise _Refused(LinkRefusal.CREDENTIALS)
     if authority.startswith("["):
@@ -303,13 +303,8 @@ def _rebuild(scheme: str, authority: str, rest: str) -> str:
             raise _Refused(LinkRefusal.MALFORMED)
         if int(port) != _DEFAULT_PORTS[scheme]:
             port_part = f":{int(port)}"
-    return f"{scheme}://{_read_host(host)}{port_part}{rest}"
-
-
-def _host_of(link: str) -> str:
-    authority = link.split("://", 1)[1]
-    authority = re.split(r"[/?#]", authority, maxsplit=1)[0]
-    return authority if authority.startswith("[") else authority.partition(":")[0]
+    host = _read_host(host)
+    return host, f"{scheme}://{host}{port_part}{rest}"
 
 
 # --- hosts -----------------------------------------------------------------------------------
