@@ -59,6 +59,11 @@ async def test_lang_switches_and_is_remembered_after_a_restart(
         (menu,) = await zh.wait_for_messages(1)
         assert menu.text == ZH.choose_language
         assert menu.buttons() == [("中文", "l:zh"), ("English", "l:en")]
+        forged = await zh.answer_to(zh.press(menu, "l:fr"))  # a language the bot lacks
+        assert forged["text"] == ZH.button_unknown
+        assert (await User.get_or_none(id=USER)) is None or (
+            await User.get(id=USER)
+        ).language is None
         answer = await zh.answer_to(zh.press(menu, "l:en"))
         assert answer["text"] == EN.language_set
         zh.send("/help")

@@ -187,6 +187,10 @@ async def test_blocked_users_are_ignored_and_admins_block_and_unblock(
         admin.send(f"/block {ADMIN}")
         await admin.wait_for_messages(3)
         assert admin.messages[2].text is not None and "cannot be blocked" in admin.messages[2].text
+        for bad in ("/block", "/block abc", "/block ²", "/unblock 1 2"):
+            admin.send(bad)
+        await admin.wait_for_messages(7)
+        assert all((m.text or "").startswith("Send /block ID") for m in admin.messages[3:7])
     # Kept in the database, over the config's list, after a restart.
     async with bot_with(tmp_path, telegram, coze, access=access):
         chat.send(link(3))

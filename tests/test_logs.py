@@ -47,4 +47,4 @@ async def test_lines_about_a_task_carry_its_task_id_and_run_id(
     assert callback and callback[0]["run_id"] == task.run_id
     # Lines about no task carry no ids.
     listening = [e for e in lines if e["message"].startswith("listening on")]
-    assert all("task_id" not in e for e in listening)
+    assert listening and all("task_id" not in e for e in listening)
