@@ -146,6 +146,23 @@ _INVALID_LANGUAGE = "Bad Request: invalid language code specified"
 ScopeKey = tuple[str, int | None, int | None]
 _DEFAULT_SCOPE: ScopeKey = ("default", None, None)
 
+# setWebhook's max_connections: 40 when not given, otherwise clamped into 1..100 (the Bot API
+# server's get_integer_arg clamps rather than refuses; what is not a number counts as 0).
+_DEFAULT_MAX_CONNECTIONS = 40
+_MAX_CONNECTIONS_RANGE = (1, 100)
+
+
+def _max_connections(raw: Any) -> int:
+    if raw is None or raw == "":
+        return _DEFAULT_MAX_CONNECTIONS
+    try:
+        value = 0 if isinstance(raw, bool) else int(raw)
+    except (TypeError, ValueError):
+        value = 0
+    low, high = _MAX_CONNECTIONS_RANGE
+    return min(max(value, low), high)
+
+
 # Form fields that are strings on the wire and must not be JSON-decoded ("123" stays "123").
 _STRING_FIELDS = frozenset(
     {
@@ -1322,6 +1339,7 @@ class FakeTelegram(SimulatorServer):
         self._poll_token = 0
         self._webhook_url = ""
         self._webhook_secret: str | None = None
+        self._webhook_max_connections = _DEFAULT_MAX_CONNECTIONS
         self._webhook_error: tuple[int, str] | None = None
         self._webhook_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -2471,6 +2489,7 @@ class FakeTelegram(SimulatorServer):
             self._allowed_updates = {str(kind) for kind in allowed} or None
         self._webhook_url = url
         self._webhook_secret = secret
+        self._webhook_max_connections = _max_connections(params.get("max_connections"))
         self._webhook_error = None
         if url:
             self._start_webhook_loop()
@@ -2495,7 +2514,7 @@ class FakeTelegram(SimulatorServer):
             "pending_update_count": len(self._updates),
         }
         if self._webhook_url:
-            info["max_connections"] = 40
+            info["max_connections"] = self._webhook_max_connections
             info["ip_address"] = "127.0.0.1"
             if self._allowed_updates is not None:
                 info["allowed_updates"] = sorted(self._allowed_updates)

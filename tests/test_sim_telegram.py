@@ -692,6 +692,16 @@ async def test_webhook_mode_delivers_with_the_secret(tg: FakeTelegram, bot: tele
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(("sent", "kept"), [(None, 40), (7, 7), (0, 1), (500, 100)])
+async def test_webhook_max_connections_defaults_to_40_and_is_clamped(
+    tg: FakeTelegram, bot: telegram.Bot, sent: int | None, kept: int
+) -> None:
+    assert await bot.set_webhook("http://127.0.0.1:9/telegram", max_connections=sent)
+    assert (await bot.get_webhook_info()).max_connections == kept
+    assert await bot.delete_webhook()
+
+
+@pytest.mark.asyncio
 async def test_stop_releases_a_pending_long_poll() -> None:
     fake = FakeTelegram()
     await fake.start()
