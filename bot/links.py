@@ -453,7 +453,7 @@ def _is_public_v6(address: ipaddress.IPv6Address) -> bool:
     Everything else is refused, including IPv4-mapped (::ffff:0:0/96), IPv4-compatible and
     NAT64 (64:ff9b::/96) addresses whatever they embed: nobody shares a video that way.
     """
-    if address not in _IPV6_GLOBAL_UNICAST or not address.is_global or address.is_multicast:
+    if address not in _IPV6_GLOBAL_UNICAST or not address.is_global:  # multicast is ff00::/8
         return False
     if address.sixtofour is not None and not _is_public_v4(address.sixtofour):
         return False
