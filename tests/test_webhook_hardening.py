@@ -47,6 +47,7 @@ from webhook import HEALTH_CHECK, ServerLimits, WebhookRunner, WebhookSite, crea
 from webhook.contract import parse_callback
 from webhook.encoding import Encoding, content_encoding, decode_body
 from webhook.refusal import Refusal
+from webhook.telegram import _parse as parse_update
 
 ROOT = Path(__file__).resolve().parent.parent
 on_server = pytest.mark.asyncio(loop_scope="module")
@@ -875,6 +876,25 @@ def check_parser(raw: bytes) -> bool:
         fields.get("progress"),
     )
     return True
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        (b'{"update_id": true}', "not an update"),
+        (b'{"update_id": 7.0}', "not an update"),
+        (b'[{"update_id": 7}]', "not an update"),
+        (b'{"update_id": NaN}', "not valid JSON"),
+        (b'{"update_id": 7}{}', "not valid JSON"),
+        (b"[" * 300 + b"]" * 300, "JSON nested too deep"),
+    ],
+    ids=["bool-id", "float-id", "array", "nan", "trailing-bytes", "deep"],
+)
+def test_a_telegram_update_needs_an_integer_update_id(raw: bytes, reason: str) -> None:
+    with pytest.raises(Refusal) as refused_:
+        parse_update(raw)
+    assert (refused_.value.status, refused_.value.reason) == (400, reason)
+    assert parse_update(b'{"update_id": 7, "message": {}}') == {"update_id": 7, "message": {}}
 
 
 # Modest, so the file runs in seconds; no example database in the working tree.
