@@ -12,13 +12,12 @@ Telegram is never called inside the request.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
 
 from tasks import CallbackReceipt, CallbackReport, TaskService
 from tasks.metrics import CONTENT_TYPE, Metrics
-from webhook.connections import track_requests
+from webhook.connections import Handler, track_requests
 from webhook.contract import parse_callback
 from webhook.health import add_health_routes
 from webhook.refusal import Refusal
@@ -75,9 +74,7 @@ _HTTP_ERROR_REASONS = {404: "no such path", 405: "method not allowed"}
 
 
 @web.middleware
-async def answer_in_json(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+async def answer_in_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     """aiohttp's own 4xx (unknown path, wrong method) as the contract's JSON, logged once."""
     try:
         return await handler(request)
