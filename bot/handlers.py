@@ -101,16 +101,12 @@ class Handlers:
         *,
         max_links_per_message: int,
         access: AccessList | None = None,
-        max_tasks_per_day: int = 0,
-        max_active_tasks: int = 0,
         allowed_hosts: Sequence[str] = (),
     ) -> None:
         self._service = service
         self._languages = languages
         self._max_links = max_links_per_message
         self._access = access or AccessList()
-        self._max_tasks_per_day = max_tasks_per_day
-        self._max_active_tasks = max_active_tasks
         self._allowed_hosts = tuple(allowed_hosts)
 
     def register(self, application: Application) -> None:  # type: ignore[type-arg]
@@ -222,9 +218,10 @@ class Handlers:
 
     def quota_words(self, texts: Texts, allowance: Allowance) -> str:
         if allowance.bound_by is QuotaRefusal.DAILY_LIMIT:
-            return texts.daily_limit(self._max_tasks_per_day, allowance.next_possible_at)
+            limit = self._service.quotas.max_tasks_per_user_per_day
+            return texts.daily_limit(limit, allowance.next_possible_at)
         if allowance.refusal is None:  # some links were taken, the rest would be too many
-            return texts.active_limit(self._max_active_tasks)
+            return texts.active_limit(self._service.quotas.max_active_tasks_per_user)
         return texts.too_many_active(allowance.active)
 
     # --- one task ----------------------------------------------------------------------------

@@ -90,15 +90,13 @@ def links_in(message: Message, *, allowed_hosts: Sequence[str] = ()) -> list[str
 
 def _candidates(message: Message) -> Iterable[str]:
     kinds: list[str | None] = [MessageEntity.URL, MessageEntity.TEXT_LINK]
-    for text, entities in (
-        (message.text, message.parse_entities(kinds) if message.text is not None else {}),
-        (
-            message.caption,
-            message.parse_caption_entities(kinds) if message.caption is not None else {},
-        ),
+    for text, parse in (
+        (message.text, message.parse_entities),
+        (message.caption, message.parse_caption_entities),
     ):
         if text is None:
             continue
+        entities = parse(kinds)
         if entities:
             for entity, value in entities.items():
                 if entity.type == MessageEntity.TEXT_LINK:

@@ -194,8 +194,6 @@ def build_application(
         languages,
         max_links_per_message=settings.tasks.max_links_per_message,
         access=access,
-        max_tasks_per_day=settings.limits.max_tasks_per_user_per_day,
-        max_active_tasks=settings.limits.max_active_tasks_per_user,
         allowed_hosts=settings.limits.allowed_hosts,
     )
     handlers.register(application)

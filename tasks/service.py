@@ -207,8 +207,9 @@ class TaskService:
         # Answers from an earlier extraction cost no Coze run, so no quota either.
         to_run = [item for item in wanted if item.reuse is None]
         allowance = UNLIMITED if exempt else await self.quotas.allowance(user.id)
-        allowed = allowance.allows(len(to_run))
-        taken = [item for item in wanted if item.reuse is not None or to_run.index(item) < allowed]
+        # The links that need a run are taken in order, as many as the quotas allow.
+        refused_runs = to_run[allowance.allows(len(to_run)) :]
+        taken = [item for item in wanted if item not in refused_runs]
         refused = len(wanted) - len(taken)
         if not taken:
             return Submission([], new=True, refused=refused, allowance=allowance)
@@ -521,7 +522,6 @@ class TaskService:
     async def task_of(self, user_id: int, number: int) -> Task | None:
         """The user's task #number (their own numbering)."""
         return await history.task_by_number(user_id, number)
-
 
     # --- lifecycle ---------------------------------------------------------------------------
 
