@@ -106,9 +106,9 @@ class JsonLines(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure_logging(level: str, secrets: tuple[str, ...], format: str = "text") -> None:
+def configure_logging(level: str, secrets: tuple[str, ...], log_format: str = "text") -> None:
     handler = logging.StreamHandler()
-    if format == "json":
+    if log_format == "json":
         handler.setFormatter(JsonLines())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
