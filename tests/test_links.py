@@ -323,9 +323,10 @@ def test_the_length_limit_counts_the_link_as_sent() -> None:
     )
     assert check_link(base + "a" * (MAX_URL_LENGTH - len(base) + 1)) == R.TOO_LONG
     # The host grows when it is written in ASCII: the link as sent is what must fit.
-    idn = "https://münchen.de/"
-    assert len(idn) + (MAX_URL_LENGTH - len(idn)) == MAX_URL_LENGTH
+    idn, sent = "https://münchen.de/", "https://xn--mnchen-3ya.de/"
     assert check_link(idn + "a" * (MAX_URL_LENGTH - len(idn))) == R.TOO_LONG
+    fits = "a" * (MAX_URL_LENGTH - len(sent))
+    assert check_link(idn + fits) == sent + fits
 
 
 @pytest.mark.parametrize(
