@@ -530,7 +530,7 @@ def percent_encoded(host: str) -> st.SearchStrategy[str]:
     return st.lists(st.booleans(), min_size=len(host), max_size=len(host)).map(encode)
 
 
-private_link = st.one_of(
+private_base = st.one_of(
     *[st.from_regex(regex, fullmatch=True) for regex in PRIVATE_REGEXES],
     st.one_of(*[st.integers(low, high) for low, high in DECIMAL_PRIVATE]).map(
         lambda n: f"http://{n}"
@@ -540,11 +540,10 @@ private_link = st.one_of(
         percent_encoded("127.0.0.1"),
         percent_encoded("169.254.169.254"),
     ).map(lambda host: f"http://{host}"),
-).flatmap(
-    lambda base: st.tuples(
-        st.just(base), st.sampled_from(["", ":80", ":8080"]), st.sampled_from(["", "/", "/x?a=1"])
-    ).map("".join)
 )
+private_link = st.tuples(
+    private_base, st.sampled_from(["", ":80", ":8080"]), st.sampled_from(["", "/", "/x?a=1"])
+).map("".join)
 
 
 @settings(max_examples=500, deadline=None)
