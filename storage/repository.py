@@ -159,7 +159,6 @@ async def reusable_text(video_key: str, since: dt.datetime) -> Task | None:
     )
 
 
-
 async def set_ack_message(task_id: int, message_id: int) -> None:
     await Task.filter(id=task_id).update(ack_message_id=message_id)
 
@@ -573,7 +572,6 @@ async def get_user(user_id: int) -> User | None:
 
 async def get_user_task(user_id: int, task_id: int) -> Task | None:
     return await Task.get_or_none(id=task_id, user_id=user_id)
-
 
 
 async def tasks_with_ack(chat_id: int, ack_message_id: int | None) -> list[Task]:
