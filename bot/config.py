@@ -121,6 +121,20 @@ class CacheSettings(_Section):
     reuse_hours: float = Field(default=24.0, ge=0)
 
 
+class ClusterSettings(_Section):
+    # Several instances of the bot on one (PostgreSQL) database. This instance's name in its
+    # claims on shared work (empty: <host name>:<server.port>): unique among the instances
+    # running, and the same across restarts, so that a restarted instance takes its own
+    # claims back at once.
+    instance_id: str = Field(default="", max_length=64)
+    # How long a claim lasts unless renewed: the longest a dead instance's work waits before
+    # another instance takes it over.
+    lease_seconds: float = Field(default=30.0, ge=3, le=3600)
+    # How many instances share Telegram's limits: each sends at most this share of
+    # telegram.max_requests_per_second and delivery.max_messages_per_second.
+    instances: int = Field(default=1, ge=1, le=100)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # "text": one readable line per record; "json": one JSON object per line, for collectors.
@@ -138,6 +152,7 @@ class Settings(_Section):
     access: AccessSettings = AccessSettings()
     i18n: I18nSettings = I18nSettings()
     cache: CacheSettings = CacheSettings()
+    cluster: ClusterSettings = ClusterSettings()
     logging: LoggingSettings = LoggingSettings()
 
 
@@ -240,3 +255,8 @@ def _check_required(settings: Settings) -> None:
     db = settings.storage.database_url
     if not db.startswith(("sqlite://", "postgres://", "asyncpg://", "psycopg://")):
         raise ConfigError(f"storage.database_url: unsupported database URL (got {db!r})")
+    instance = settings.cluster.instance_id
+    if instance and not re.fullmatch(r"[A-Za-z0-9_.:@-]+", instance):
+        raise ConfigError(
+            f"cluster.instance_id: use letters, digits and _ . : @ - only (got {instance!r})"
+        )

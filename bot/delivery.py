@@ -142,6 +142,7 @@ class DeliveryLoop:
         self._stopping = asyncio.Event()
         self._limiter = rate_limiter(policy.messages_per_second)
         self._pauses = pauses  # after a 429: per chat, or all chats (recorded by the limiter)
+        self._claims = service.claims
         self._chats = ChatPacer(policy.per_chat_interval, policy.per_chat_burst)
         self._queues: dict[int, deque[Task]] = {}
         self._workers: dict[int, asyncio.Task[None]] = {}
@@ -177,13 +178,25 @@ class DeliveryLoop:
                 await self._service.outbox_ready.wait()
 
     async def dispatch(self) -> int:
-        """Hand each due outcome to its chat's worker; the number handed over."""
+        """Hand each due outcome to its chat's worker; the number handed over.
+
+        A chat gets a worker here only once this instance has claimed the chat: with several
+        instances on one database, one of them at a time delivers to a chat, in order.
+        """
         handed = 0
+        held_elsewhere: set[int] = set()
         for task in await self._outbox.due(BATCH, exclude=self._queued):
             if task.id in self._queued or self._stopping.is_set():
                 continue
-            if task.chat_id not in self._workers and len(self._workers) >= MAX_CHAT_WORKERS:
-                continue  # picked up by a later scan
+            if task.chat_id in held_elsewhere:
+                continue
+            if task.chat_id not in self._workers:
+                if len(self._workers) >= MAX_CHAT_WORKERS:
+                    continue  # picked up by a later scan
+                if not await self._outbox.take_chat(task.chat_id):
+                    held_elsewhere.add(task.chat_id)  # another instance delivers there
+                    continue
+                self._claims.chats.add(task.chat_id)
             self._queued.add(task.id)
             self._queues.setdefault(task.chat_id, deque()).append(task)
             if task.chat_id not in self._workers:
@@ -212,6 +225,13 @@ class DeliveryLoop:
                 finally:
                     self._queued.discard(task.id)
         finally:
+            # Released while this worker is still the chat's: a new worker cannot take the
+            # chat in between and then lose the claim to this release.
+            try:
+                await self._outbox.release_chat(chat_id)
+            except Exception as exc:  # the claim then simply runs out
+                log.warning("could not release chat %s: %s", chat_id, type(exc).__name__)
+            self._claims.chats.discard(chat_id)
             for task in queue:
                 self._queued.discard(task.id)
             del self._queues[chat_id]
@@ -533,6 +553,10 @@ class DeliveryLoop:
                 continue
             if not self._free_now(task.chat_id):
                 continue  # progress is a courtesy: never wait for it, show it next time
+            if not await self._outbox.claim_progress_edit(
+                task, self._policy.progress_edit_interval
+            ):
+                continue  # another instance is showing it
             siblings = await self._outbox.tasks_acknowledged_by(task) or [task]
             done.update(sibling.id for sibling in siblings)
             if await self._edit_progress(task, siblings):

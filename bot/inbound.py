@@ -34,14 +34,25 @@ class Inbound:
         self._metrics = metrics or Metrics()
 
     async def replay(self) -> int:
-        """Queue the updates stored but left unhandled by the last run; how many."""
+        """Queue the updates stored but left unhandled by the last run of this instance, or
+        by another instance that died or stopped; how many."""
         replayed = 0
         for stored in await self._inbox.unhandled():
             if await self.queue(stored.update_id, stored.payload):
                 replayed += 1
         if replayed:
-            log.info("handling %d update(s) left unhandled by the last run", replayed)
+            log.info("handling %d update(s) left unhandled by a stopped instance", replayed)
         return replayed
+
+    async def keep_replaying(self, interval: float) -> None:
+        """Look for updates left by a dead instance every `interval` seconds (until
+        cancelled): its claims run out, and this instance takes them over."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.replay()
+            except Exception as exc:
+                log.warning("could not look for unhandled updates: %s", type(exc).__name__)
 
     async def receive(self, update: dict[str, Any]) -> None:
         """One update pushed to the webhook: stored (raises if it cannot be), then handled in
@@ -121,6 +132,7 @@ class Inbound:
             )
             await self._inbox.set_aside(update_id, kind)
             return False
+        self._inbox.handling(update_id)
         await self._application.update_queue.put(update)
         return True
 

@@ -33,11 +33,15 @@ from bot.inbound import Inbound
 from bot.intake import Intake
 from bot.languages import Languages
 from bot.polling import Poller
+from bot.polling_turn import LOCK_NAME, PollingTurn
 from bot.ratelimit import RateLimiter, pauses_of
 from bot.updates import PerChatUpdateProcessor
 from coze import CozeWorkflowClient
 from storage import DatabaseOpenError, open_database, ping
+from storage.claims import Lease
+from storage.locks import AdvisoryLock, is_postgres
 from tasks import AccessList, Inbox, Quotas, Reconciler, StartPolicy, TaskService
+from tasks.claims import Claims
 from tasks.preferences import Preferences
 from webhook import (
     HEALTH_CHECK,
@@ -86,6 +90,12 @@ def secrets_of(settings: Settings) -> tuple[str, ...]:
     )
 
 
+def instance_name(settings: Settings) -> str:
+    """This instance's name in its claims: as configured, else <host name>:<port>."""
+    configured = settings.cluster.instance_id
+    return configured or f"{socket.gethostname()}:{settings.server.port}"[:64]
+
+
 def build_web_app(settings: Settings, public_url: str) -> web.Application:
     app = create_app(max_callback_bytes=settings.server.max_callback_bytes)
     app.cleanup_ctx.append(_database(settings))
@@ -108,6 +118,7 @@ def _database(settings: Settings) -> CleanupContext:
 
 def _task_service(settings: Settings, public_url: str) -> CleanupContext:
     async def task_service(app: web.Application) -> AsyncIterator[None]:
+        claims = Claims(Lease(instance_name(settings), settings.cluster.lease_seconds))
         coze = CozeWorkflowClient(
             base_url=settings.coze.api_base_url,
             token=settings.coze.token.get_secret_value(),
@@ -136,6 +147,7 @@ def _task_service(settings: Settings, public_url: str) -> CleanupContext:
             max_concurrent_runs=settings.limits.max_concurrent_runs,
             max_starts_per_second=settings.coze.max_starts_per_second,
             reuse_hours=settings.cache.reuse_hours,
+            claims=claims,
         )
         reconciler = Reconciler(
             coze,
@@ -147,6 +159,7 @@ def _task_service(settings: Settings, public_url: str) -> CleanupContext:
         app[TASK_SERVICE] = service
         app[METRICS] = service.metrics
         reconciling = asyncio.create_task(reconciler.run(), name="reconciler")
+        heartbeat = asyncio.create_task(claims.run(), name="claims-heartbeat")
         try:
             yield
         finally:
@@ -154,6 +167,10 @@ def _task_service(settings: Settings, public_url: str) -> CleanupContext:
             await _wait_or_cancel(reconciling, LOOP_GRACE_SECONDS)
             await service.close()
             await coze.aclose()
+            claims.stop()
+            await _wait_or_cancel(heartbeat, LOOP_GRACE_SECONDS)
+            # Whatever this instance still held is free for the others at once.
+            await claims.release_all()
 
     return task_service
 
@@ -171,7 +188,11 @@ def build_application(
         .token(settings.telegram.token.get_secret_value())
         .base_url(settings.telegram.api_base_url)
         .rate_limiter(
-            RateLimiter(overall_max_rate=settings.telegram.max_requests_per_second, max_retries=2)
+            RateLimiter(
+                overall_max_rate=settings.telegram.max_requests_per_second
+                / settings.cluster.instances,
+                max_retries=2,
+            )
         )
         .read_timeout(settings.telegram.request_timeout_seconds)
         .write_timeout(settings.telegram.request_timeout_seconds)
@@ -267,7 +288,6 @@ async def _receive_by_webhook(
     ones. What the last run left unhandled is handled first. On shutdown the webhook stays:
     Telegram keeps the updates until the bot (or another instance) answers again."""
     inbound = Inbound(application, inbox, app[TASK_SERVICE].metrics)
-    await inbound.replay()
     secret = settings.telegram.webhook_secret.get_secret_value()
     app[TELEGRAM_SECRET] = secret.encode()
     app[TELEGRAM_RECEIVER] = inbound.receive
@@ -284,7 +304,7 @@ async def _receive_by_webhook(
 def _telegram(settings: Settings, public_url: str) -> CleanupContext:
     async def telegram(app: web.Application) -> AsyncIterator[None]:
         service = app[TASK_SERVICE]
-        inbox = Inbox()
+        inbox = Inbox(service.claims)
         access = AccessList(
             admins=settings.access.admins,
             blocked=settings.access.blocked_users,
@@ -317,19 +337,18 @@ def _telegram(settings: Settings, public_url: str) -> CleanupContext:
             resumed = await service.resume_pending()
             if resumed:
                 log.info("resumed %d pending task(s)", resumed)
+            # Updates stored but not handled by a stopped instance (this one's last run, or
+            # another that died): taken over now, and whenever another instance's claims run out.
+            inbound = Inbound(application, inbox, service.metrics)
+            await inbound.replay()
+            replaying = asyncio.create_task(
+                inbound.keep_replaying(settings.cluster.lease_seconds / 3), name="replay"
+            )
+            stack.push_async_callback(_cancel, replaying)
             if settings.telegram.mode == "webhook":
                 await _receive_by_webhook(app, settings, application, inbox, public_url)
             else:
-                poller = Poller(
-                    application,
-                    inbox,
-                    timeout=settings.telegram.poll_timeout_seconds,
-                    allowed_updates=ALLOWED_UPDATES,
-                    read_timeout=settings.telegram.request_timeout_seconds,
-                    metrics=service.metrics,
-                )
-                await poller.start()
-                stack.push_async_callback(poller.stop)
+                await _poll(settings, application, inbox, service, stack)
             # Undone first: from the start of shutdown on, /readyz says this instance is going.
             stack.callback(setattr, readiness, "stopping", True)
             yield
@@ -337,12 +356,49 @@ def _telegram(settings: Settings, public_url: str) -> CleanupContext:
     return telegram
 
 
+async def _poll(
+    settings: Settings,
+    application: Application,  # type: ignore[type-arg]
+    inbox: Inbox,
+    service: TaskService,
+    stack: contextlib.AsyncExitStack,
+) -> None:
+    """Long polling: at once on SQLite (one instance); on PostgreSQL, by the one instance
+    that holds the polling lock (bot.polling_turn)."""
+    poller = Poller(
+        application,
+        inbox,
+        timeout=settings.telegram.poll_timeout_seconds,
+        allowed_updates=ALLOWED_UPDATES,
+        read_timeout=settings.telegram.request_timeout_seconds,
+        metrics=service.metrics,
+    )
+    database_url = settings.storage.database_url
+    if not is_postgres(database_url):
+        await poller.start()
+        stack.push_async_callback(poller.stop)
+        return
+    turn = PollingTurn(
+        poller,
+        AdvisoryLock(database_url, LOCK_NAME),
+        check_seconds=min(5.0, settings.cluster.lease_seconds / 3),
+    )
+    taking_turns = asyncio.create_task(turn.run(), name="polling-turn")
+    stack.push_async_callback(_cancel, taking_turns)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 def delivery_policy(settings: Settings) -> DeliveryPolicy:
     delivery = settings.delivery
     return DeliveryPolicy(
         max_text_messages=delivery.max_text_messages,
         scan_interval=delivery.scan_interval_seconds,
-        messages_per_second=delivery.max_messages_per_second,
+        # Each of several instances sends its share of the bot's budget.
+        messages_per_second=delivery.max_messages_per_second / settings.cluster.instances,
         per_chat_interval=delivery.per_chat_interval_seconds,
         per_chat_burst=delivery.per_chat_burst,
         retry_backoff=delivery.retry_backoff_seconds,

@@ -4,6 +4,7 @@ from storage.db import DatabaseOpenError, open_database, ping
 from storage.models import (
     FINISHED_STATES,
     OPEN_STATES,
+    ChatLease,
     InboxUpdate,
     RunSpent,
     Task,
@@ -16,6 +17,7 @@ from storage.models import (
 __all__ = [
     "FINISHED_STATES",
     "OPEN_STATES",
+    "ChatLease",
     "DatabaseOpenError",
     "InboxUpdate",
     "RunSpent",

@@ -108,6 +108,10 @@ class Task(Model):
     progress_edited_at = fields.DatetimeField(null=True)
     # Coze said the run's output was cut (is_output_trimmed): the user is told.
     output_trimmed = fields.BooleanField(default=False, db_default=False)
+    # Claims across instances (tasks.claims): the instance starting or checking the current
+    # run, and until when. Past `lease_until` (the holder died) another instance takes over.
+    lease_holder = fields.CharField(max_length=64, null=True)
+    lease_until = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
     started_at = fields.DatetimeField(null=True)
@@ -159,10 +163,25 @@ class InboxUpdate(Model):
     handled = fields.BooleanField(default=False)
     # Set aside: it could not be read or handled (it is also marked handled, so never replayed).
     poisoned = fields.BooleanField(default=False, db_default=False)
+    # The instance handling it, until when: an update its instance died with is handled by
+    # another once the claim has run out.
+    claimed_by = fields.CharField(max_length=64, null=True)
+    claim_until = fields.DatetimeField(null=True)
     received_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
         table = "inbox_updates"
+
+
+# The instance that delivers to a chat, until when: one chat's outcomes go out one by one, in
+# order, from one instance at a time. Past `until` (the holder died) another instance takes over.
+class ChatLease(Model):
+    chat_id = fields.BigIntField(primary_key=True, generated=False)
+    holder = fields.CharField(max_length=64)
+    until = fields.DatetimeField()
+
+    class Meta:
+        table = "chat_leases"
 
 
 # Who is blocked, as changed by admins with /block and /unblock. A row overrides the config's

@@ -20,6 +20,7 @@ from tortoise.queryset import QuerySet
 from tortoise.timezone import now
 from tortoise.transactions import in_transaction
 
+from storage.claims import LOCAL, RELEASED, Lease, chats_held_by_others, task_free
 from storage.models import (
     FINISHED_STATES,
     OPEN_STATES,
@@ -175,7 +176,11 @@ async def mark_started(
         await TaskRun.filter(run_id=run_id).update(execute_id=execute_id)
         await Task.filter(id=task_id, run_id=run_id).update(execute_id=execute_id)
         updated = await Task.filter(id=task_id, run_id=run_id, state=TaskState.PENDING).update(
-            state=TaskState.PROCESSING, started_at=now(), next_check_at=next_check_at, checks=0
+            state=TaskState.PROCESSING,
+            started_at=now(),
+            next_check_at=next_check_at,
+            checks=0,
+            **RELEASED,
         )
     return updated == 1
 
@@ -188,6 +193,7 @@ async def fail_start(*, task_id: int, run_id: str, error_kind: str, error_detail
         error_detail=error_detail,
         completed_at=now(),
         notification_sent=False,
+        **RELEASED,
     )
     return updated == 1
 
@@ -233,6 +239,7 @@ async def apply_outcome(run_id: str, outcome: Outcome, *, via_callback: bool) ->
             "payload_level": 0,
             "deliver_after": None,
             "send_started_at": None,
+            **RELEASED,
         }
         if via_callback:
             values["callback_received"] = True
@@ -326,6 +333,7 @@ async def begin_retry(
             progress_shown=0,
             progress_edited_at=None,
             output_trimmed=False,
+            **RELEASED,
         )
         if updated == 1:
             await TaskRun.create(run_id=new_run_id, task_id=task_id)
@@ -341,14 +349,15 @@ async def begin_retry(
 
 
 async def due_for_check(
-    moment: dt.datetime, limit: int, exclude: Collection[int] = ()
+    moment: dt.datetime, limit: int, exclude: Collection[int] = (), lease: Lease = LOCAL
 ) -> list[Task]:
     """Running tasks with no callback whose next run-history check is due, most overdue first,
-    leaving out the ids in `exclude` (checks under way).
+    leaving out the ids in `exclude` (checks under way) and those another instance holds.
 
     A task whose callback has arrived is never here: the callback settled it.
     """
     query = Task.filter(
+        task_free(lease, moment),
         state=TaskState.PROCESSING,
         callback_received=False,
         execute_id__isnull=False,
@@ -362,14 +371,28 @@ async def due_for_check(
 async def schedule_check(*, task_id: int, run_id: str, next_check_at: dt.datetime) -> None:
     """Count a check of this run that settled nothing, and when to look again."""
     await Task.filter(id=task_id, run_id=run_id, state=TaskState.PROCESSING).update(
-        checks=F("checks") + 1, next_check_at=next_check_at
+        checks=F("checks") + 1, next_check_at=next_check_at, **RELEASED
     )
 
 
-async def overdue_tasks(moment: dt.datetime) -> list[Task]:
-    """Tasks still pending or processing past their deadline, oldest first."""
+async def claim_check(task_id: int, run_id: str, lease: Lease = LOCAL) -> bool:
+    """Claim the run-history check of this running attempt; False if another instance holds
+    it or the task settled meanwhile. Released when the check schedules the next one or the
+    task settles."""
+    moment = now()
+    taken = await Task.filter(
+        task_free(lease, moment), id=task_id, run_id=run_id, state=TaskState.PROCESSING
+    ).update(lease_holder=lease.holder, lease_until=lease.until(moment))
+    return taken == 1
+
+
+async def overdue_tasks(moment: dt.datetime, lease: Lease = LOCAL) -> list[Task]:
+    """Tasks still pending or processing past their deadline, oldest first, but those another
+    instance is starting or checking (it decides)."""
     return await Task.filter(
-        state__in=(TaskState.PENDING, TaskState.PROCESSING), expires_at__lte=moment
+        task_free(lease, moment),
+        state__in=(TaskState.PENDING, TaskState.PROCESSING),
+        expires_at__lte=moment,
     ).order_by("id")
 
 
@@ -388,14 +411,18 @@ async def expire(task: Task, moment: dt.datetime) -> bool:
         error_kind=None,
         error_detail=None,
         notification_sent=False,
+        **RELEASED,
     )
     return updated == 1
 
 
-async def pending_tasks(limit: int | None = None, exclude: Collection[int] = ()) -> list[Task]:
+async def pending_tasks(
+    limit: int | None = None, exclude: Collection[int] = (), lease: Lease = LOCAL
+) -> list[Task]:
     """Tasks stored but not started (waiting their turn, or left by a crash), oldest first,
-    leaving out the ids in `exclude` (starts under way)."""
-    query = Task.filter(state=TaskState.PENDING)
+    leaving out the ids in `exclude` (starts under way) and those another instance is
+    starting."""
+    query = Task.filter(task_free(lease, now()), state=TaskState.PENDING)
     if exclude:
         query = query.exclude(id__in=list(exclude))
     query = query.order_by("id")
@@ -407,6 +434,15 @@ async def processing_count() -> int:
     return await Task.filter(state=TaskState.PROCESSING).count()
 
 
+async def starts_under_way(lease: Lease = LOCAL) -> int:
+    """Runs being started by any instance other than this one (claimed, still pending)."""
+    return (
+        await Task.filter(state=TaskState.PENDING, lease_until__gt=now())
+        .exclude(lease_holder=lease.holder)
+        .count()
+    )
+
+
 async def runs_in_flight_or_waiting(*, before_task_id: int, exclude: Collection[int]) -> int:
     """Runs in flight plus tasks waiting for a run that arrived before `before_task_id`,
     leaving out the ids in `exclude` (starts under way)."""
@@ -416,25 +452,30 @@ async def runs_in_flight_or_waiting(*, before_task_id: int, exclude: Collection[
     return await processing_count() + await waiting.count()
 
 
-async def set_deadline(task_id: int, run_id: str, expires_at: dt.datetime) -> bool:
-    """Set the deadline of a pending run about to start; False if it is no longer pending."""
-    updated = await Task.filter(id=task_id, run_id=run_id, state=TaskState.PENDING).update(
-        expires_at=expires_at
-    )
+async def claim_start(
+    task_id: int, run_id: str, expires_at: dt.datetime, lease: Lease = LOCAL
+) -> bool:
+    """Claim the start of a pending run and set its deadline; False if it is no longer
+    pending or another instance is starting it."""
+    moment = now()
+    updated = await Task.filter(
+        task_free(lease, moment), id=task_id, run_id=run_id, state=TaskState.PENDING
+    ).update(expires_at=expires_at, lease_holder=lease.holder, lease_until=lease.until(moment))
     return updated == 1
 
 
 async def undelivered_outcomes(
-    moment: dt.datetime, limit: int, exclude: Collection[int] = ()
+    moment: dt.datetime, limit: int, exclude: Collection[int] = (), lease: Lease = LOCAL
 ) -> list[Task]:
     """Settled tasks whose outcome the user has not been sent yet and that are not backing off
-    after a failed send, oldest first, leaving out the ids in `exclude`."""
+    after a failed send, oldest first, leaving out the ids in `exclude` and the chats another
+    instance is delivering to."""
     query = Task.filter(
         Q(deliver_after__isnull=True) | Q(deliver_after__lte=moment),
         state__in=FINISHED_STATES,
         notification_sent=False,
         undeliverable=False,
-    )
+    ).exclude(chat_id__in=chats_held_by_others(lease, moment))
     if exclude:
         query = query.exclude(id__in=list(exclude))
     return await query.order_by("completed_at", "id").limit(limit)
@@ -560,6 +601,17 @@ async def progress_to_show(moment: dt.datetime, limit: int) -> list[Task]:
     )
 
 
+async def claim_progress_edit(task_id: int, run_id: str, since: dt.datetime) -> bool:
+    """Claim the next progress edit of the task's acknowledgement, if it was last edited
+    before `since`; False when another instance (or an earlier scan) just took it."""
+    taken = await Task.filter(
+        Q(progress_edited_at__isnull=True) | Q(progress_edited_at__lte=since),
+        id=task_id,
+        run_id=run_id,
+    ).update(progress_edited_at=now())
+    return taken == 1
+
+
 async def mark_progress_shown(task_id: int, run_id: str, progress: int) -> None:
     await Task.filter(id=task_id, run_id=run_id).update(
         progress_shown=progress, progress_edited_at=now()
@@ -591,13 +643,20 @@ async def is_pending_run(task_id: int, run_id: str) -> bool:
 INBOX_KEEP = 1000
 
 
-async def store_updates(updates: list[tuple[int, str]]) -> None:
-    """Keep (update_id, JSON) pairs until handled; an update stored before is left as it is."""
+async def store_updates(updates: list[tuple[int, str]], lease: Lease | None = None) -> None:
+    """Keep (update_id, JSON) pairs until handled, claimed by the instance that stored them
+    (`lease`: it handles them next; None: any instance may); an update stored before is left
+    as it is."""
     async with in_transaction():
         ids = [update_id for update_id, _ in updates]
         known = {row.update_id for row in await InboxUpdate.filter(update_id__in=ids)}
         fresh = [
-            InboxUpdate(update_id=update_id, payload=payload)
+            InboxUpdate(
+                update_id=update_id,
+                payload=payload,
+                claimed_by=lease.holder if lease else None,
+                claim_until=lease.until() if lease else None,
+            )
             for update_id, payload in updates
             if update_id not in known
         ]
@@ -611,12 +670,10 @@ async def update_is_stored(update_id: int) -> bool:
     return await InboxUpdate.exists(update_id=update_id)
 
 
-async def unhandled_updates() -> list[InboxUpdate]:
-    return await InboxUpdate.filter(handled=False).order_by("update_id")
-
-
 async def mark_update_handled(update_id: int) -> None:
-    await InboxUpdate.filter(update_id=update_id).update(handled=True)
+    await InboxUpdate.filter(update_id=update_id).update(
+        handled=True, claimed_by=None, claim_until=None
+    )
 
 
 async def set_update_aside(update_id: int, kind: str) -> None:

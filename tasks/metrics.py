@@ -7,6 +7,8 @@ state, the outbox backlog) are read when Prometheus scrapes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -50,6 +52,10 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self._claims = Gauge(
+            "link2text_claims", "Claims this instance holds on shared work", ["kind"], registry=r
+        )
+        self._claims_held: Callable[[], dict[str, int]] | None = None
         self._delivery = Histogram(
             "link2text_outcome_to_delivered_seconds",
             "From an outcome stored to its delivery",
@@ -80,6 +86,10 @@ class Metrics:
     def delivered(self, seconds: float) -> None:
         self._delivery.observe(max(0.0, seconds))
 
+    def count_claims(self, held: Callable[[], dict[str, int]]) -> None:
+        """Read the instance's claims (by kind) from `held` at each scrape."""
+        self._claims_held = held
+
     # --- exposition --------------------------------------------------------------------------
 
     async def exposition(self) -> bytes:
@@ -87,4 +97,7 @@ class Metrics:
         for state, count in (await repository.task_counts_by_state()).items():
             self._tasks.labels(state).set(count)
         self._backlog.set(await repository.outbox_backlog())
+        if self._claims_held is not None:
+            for kind, count in self._claims_held().items():
+                self._claims.labels(kind).set(count)
         return generate_latest(self.registry)

@@ -12,22 +12,32 @@ from collections.abc import Collection
 
 from tortoise.timezone import now
 
-from storage import Task, repository
+from storage import Task, claims, repository
+from storage.claims import LOCAL, Lease
 from storage.repository import OutcomeRef
 from tasks.metrics import Metrics
 
 
 class Outbox:
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    def __init__(self, metrics: Metrics | None = None, lease: Lease = LOCAL) -> None:
         self._metrics = metrics or Metrics()
+        self._lease = lease
 
     async def due(self, limit: int, exclude: Collection[int] = ()) -> list[Task]:
         """Outcomes to send now, oldest first (those backing off after a failure wait), except
-        the tasks in `exclude` (already being sent)."""
-        return await repository.undelivered_outcomes(now(), limit, exclude)
+        the tasks in `exclude` (already being sent) and the chats another instance is
+        delivering to."""
+        return await repository.undelivered_outcomes(now(), limit, exclude, self._lease)
 
     async def next_due(self) -> dt.datetime | None:
         return await repository.next_delivery_due()
+
+    async def take_chat(self, chat_id: int) -> bool:
+        """Deliver to this chat from this instance (one at a time per chat, in order)."""
+        return await claims.take_chat(chat_id, self._lease)
+
+    async def release_chat(self, chat_id: int) -> None:
+        await claims.release_chat(chat_id, self._lease)
 
     async def claim(self, task: Task) -> Task | None:
         """The outcome as stored now, or None when it no longer awaits delivery (e.g. retried).
@@ -75,6 +85,10 @@ class Outbox:
 
     async def progress_to_show(self, min_interval: float, limit: int) -> list[Task]:
         return await repository.progress_to_show(now() - dt.timedelta(seconds=min_interval), limit)
+
+    async def claim_progress_edit(self, task: Task, min_interval: float) -> bool:
+        since = now() - dt.timedelta(seconds=min_interval)
+        return await repository.claim_progress_edit(task.id, task.run_id, since)
 
     async def progress_shown(self, task: Task, progress: int) -> None:
         await repository.mark_progress_shown(task.id, task.run_id, progress)

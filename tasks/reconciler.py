@@ -86,23 +86,29 @@ class Reconciler:
         """One pass: expire overdue tasks, and start the checks that are due (they run in the
         background, within the rate limit, so a long queue never delays a deadline); the
         number of checks started."""
+        claims = self._service.claims
         for task in await self._service.overdue():
             if task.id in self._checks:
                 continue  # a check under way decides
             if self._may_check(task):
                 # One last look before giving up: the run may have finished with its callback
                 # lost since the last check.
-                self._spawn(task, final=True)
+                if await repository.claim_check(task.id, task.run_id, claims.lease):
+                    self._spawn(task, final=True)
             else:
                 await self._service.expire(task)
         due = await repository.due_for_check(
-            now(), limit=self._max_concurrent * 16, exclude=self._checks.keys()
+            now(), limit=self._max_concurrent * 16, exclude=self._checks.keys(), lease=claims.lease
         )
+        started = 0
         for task in due:
             if self._stopping.is_set():
                 break
-            self._spawn(task, final=False)
-        return len(due)
+            # Claimed, so that no other instance checks the same run meanwhile.
+            if await repository.claim_check(task.id, task.run_id, claims.lease):
+                self._spawn(task, final=False)
+                started += 1
+        return started
 
     @staticmethod
     def _may_check(task: Task) -> bool:
@@ -115,10 +121,12 @@ class Reconciler:
     def _spawn(self, task: Task, *, final: bool) -> None:
         check = asyncio.create_task(self._check(task, final=final), name=f"check-task-{task.id}")
         self._checks[task.id] = check
+        self._service.claims.tasks.add(task.id)
         check.add_done_callback(functools.partial(self._checked, task.id))
 
     def _checked(self, task_id: int, check: asyncio.Task[bool]) -> None:
         self._checks.pop(task_id, None)
+        self._service.claims.tasks.discard(task_id)
         if not check.cancelled() and check.exception() is not None:
             log.error("task %s: run-history check failed", task_id, exc_info=check.exception())
 

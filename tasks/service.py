@@ -23,6 +23,7 @@ from tortoise.timezone import now
 from coze import CozeCallError, RunHistory, RunStatus, StartedRun, callback_token
 from storage import Task, User, history, repository
 from storage.repository import ApplyResult, NewTask, Outcome, RetryDecision, RetryRefusal
+from tasks.claims import Claims
 from tasks.log_context import about
 from tasks.metrics import Metrics
 from tasks.outbox import Outbox
@@ -154,6 +155,7 @@ class TaskService:
         max_starts_per_second: float = 10.0,
         reuse_hours: float = 0.0,
         metrics: Metrics | None = None,
+        claims: Claims | None = None,
     ) -> None:
         self._starter = starter
         # The current secret first; the previous one (during a rotation) is still accepted.
@@ -169,7 +171,10 @@ class TaskService:
         # delivery loop waits on it.
         self.outbox_ready = asyncio.Event()
         self.metrics = metrics or Metrics()
-        self.outbox = Outbox(self.metrics)
+        # This instance's claims on work other instances may also see (tasks.claims).
+        self.claims = claims or Claims()
+        self.metrics.count_claims(self.claims.held)
+        self.outbox = Outbox(self.metrics, self.claims.lease)
         self._background: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
         self.quotas = quotas or Quotas()
@@ -272,7 +277,7 @@ class TaskService:
 
     async def resume_pending(self) -> int:
         """Start the runs of tasks left pending (e.g. by a crash before Coze was called)."""
-        pending = await repository.pending_tasks()
+        pending = await repository.pending_tasks(lease=self.claims.lease)
         self.start_all(pending)
         return len(pending)
 
@@ -295,21 +300,29 @@ class TaskService:
                     await self._dispatch_wanted.wait()
 
     async def _start_waiting(self) -> None:
+        lease = self.claims.lease
         if self._max_runs:
-            in_flight = await repository.processing_count() + len(self._starting)
+            # Runs in flight anywhere, and starts under way here and in other instances.
+            in_flight = (
+                await repository.processing_count()
+                + len(self._starting)
+                + await repository.starts_under_way(lease)
+            )
             room = self._max_runs - in_flight
         else:
             room = DISPATCH_BATCH
         if room <= 0:
             return
-        for task in await repository.pending_tasks(limit=room, exclude=self._starting):
+        for task in await repository.pending_tasks(limit=room, exclude=self._starting, lease=lease):
             if self._closing.is_set():
                 return
             self._starting.add(task.id)
-            # The deadline counts from the start of the run, not from a wait in the queue.
-            if not await repository.set_deadline(task.id, task.run_id, now() + self._timeout):
+            # The claim: no other instance starts this run. The deadline counts from the
+            # start of the run, not from a wait in the queue.
+            if not await repository.claim_start(task.id, task.run_id, now() + self._timeout, lease):
                 self._starting.discard(task.id)
                 continue
+            self.claims.tasks.add(task.id)
             self._spawn(self._start_tracked(task.id, task.run_id, task.input_url))
 
     async def _start_tracked(self, task_id: int, run_id: str, link: str) -> None:
@@ -317,6 +330,7 @@ class TaskService:
             await self._start(task_id, run_id, link)
         finally:
             self._starting.discard(task_id)
+            self.claims.tasks.discard(task_id)
             self._dispatch_wanted.set()
 
     async def _start(self, task_id: int, run_id: str, link: str) -> None:
@@ -444,7 +458,7 @@ class TaskService:
 
     async def overdue(self) -> list[Task]:
         """Tasks past their deadline with no outcome yet."""
-        return await repository.overdue_tasks(now())
+        return await repository.overdue_tasks(now(), self.claims.lease)
 
     async def expire(self, task: Task) -> bool:
         """Time out a task past its deadline; its user is told (with Retry)."""
