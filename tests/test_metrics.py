@@ -54,3 +54,6 @@ async def test_a_task_from_link_to_text_is_counted(bot: RunningBot, chat: Conver
     assert after[("link2text_outcome_to_delivered_seconds_count", ())] == 1
     assert after[("link2text_start_to_outcome_seconds_count", ())] == 1
     assert after[("link2text_paste_to_ack_seconds_count", ())] == 1
+    # Every claim on shared work was let go once the work was done.
+    for kind in ("task", "chat", "update"):
+        assert after[("link2text_claims", (("kind", kind),))] == 0
