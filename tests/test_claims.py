@@ -42,7 +42,7 @@ async def database(database_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def postgres_only(postgres_url: str) -> str:
+def postgres_only(postgres_url: str) -> str:  # noqa: F811
     return postgres_url
 
 
