@@ -70,7 +70,8 @@ class Inbound:
             self._metrics.update_received("polling")
 
     async def store(self, batch: list[tuple[int, str]], *, keep_trying: bool) -> set[int]:
-        """Store the batch; the ids of updates the database refused (set aside, not handled).
+        """Store the batch; the ids of updates not to handle here: those the database refused
+        (set aside) and those another instance stored first (it handles them).
 
         While the database is away: `keep_trying` waits and tries again (polling: nothing is
         confirmed to Telegram meanwhile); otherwise the error is raised (a webhook request:
@@ -79,8 +80,8 @@ class Inbound:
         pause = 1.0
         while True:
             try:
-                await self._inbox.store(batch)
-                return set()
+                stored = await self._inbox.store(batch)
+                return {update_id for update_id, _ in batch} - stored
             except Exception as exc:
                 # Not confirmed to Telegram yet, so nothing is lost while the database is away;
                 # keep trying rather than handle what could not be kept. One update the
@@ -102,11 +103,18 @@ class Inbound:
         """Store the updates one at a time, setting aside any the database refuses; the ids
         set aside, or None when the database itself seems to be away."""
         refused: set[int] = set()
+        elsewhere: set[int] = set()
         for update_id, payload in batch:
             try:
-                await self._inbox.store([(update_id, payload)])
+                if not await self._inbox.store([(update_id, payload)]):
+                    elsewhere.add(update_id)
             except Exception:
-                refused.add(update_id)
+                if await self._stored_meanwhile(update_id):
+                    # Another instance stored it at the same moment (Telegram sent it again
+                    # while the first request was under way): that instance handles it.
+                    elsewhere.add(update_id)
+                else:
+                    refused.add(update_id)
         for update_id, payload in batch:
             if update_id not in refused:
                 continue
@@ -116,7 +124,13 @@ class Inbound:
             except Exception:
                 return None  # not even a placeholder could be stored: the database is away
             log.error("update %d (%s) cannot be stored; set aside as poisoned", update_id, kind)
-        return refused
+        return refused | elsewhere
+
+    async def _stored_meanwhile(self, update_id: int) -> bool:
+        try:
+            return await self._inbox.is_stored(update_id)
+        except Exception:
+            return False
 
     async def queue(self, update_id: int, payload: str) -> bool:
         """Read one stored update and hand it to the processor; a poisoned one is set aside."""

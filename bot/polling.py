@@ -89,9 +89,9 @@ class Poller:
                 continue
             # Stored before the next call's offset tells Telegram it may forget them.
             self._inbound.polled(len(batch))
-            set_aside = await self._inbound.store(batch, keep_trying=True)
+            not_ours = await self._inbound.store(batch, keep_trying=True)
             for update_id, payload in batch:
-                if update_id not in set_aside:
+                if update_id not in not_ours:
                     await self._inbound.queue(update_id, payload)
             offset = max(update_id for update_id, _ in batch) + 1
 

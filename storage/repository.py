@@ -643,10 +643,10 @@ async def is_pending_run(task_id: int, run_id: str) -> bool:
 INBOX_KEEP = 1000
 
 
-async def store_updates(updates: list[tuple[int, str]], lease: Lease | None = None) -> None:
+async def store_updates(updates: list[tuple[int, str]], lease: Lease | None = None) -> set[int]:
     """Keep (update_id, JSON) pairs until handled, claimed by the instance that stored them
-    (`lease`: it handles them next; None: any instance may); an update stored before is left
-    as it is."""
+    (`lease`: it handles them next; None: any instance may); the ids stored now. An update
+    stored before (by this instance or another) is left as it is, to whoever stored it."""
     async with in_transaction():
         ids = [update_id for update_id, _ in updates]
         known = {row.update_id for row in await InboxUpdate.filter(update_id__in=ids)}
@@ -664,6 +664,7 @@ async def store_updates(updates: list[tuple[int, str]], lease: Lease | None = No
             await InboxUpdate.bulk_create(fresh)
         newest = max(u for u, _ in updates)
         await InboxUpdate.filter(handled=True, update_id__lt=newest - INBOX_KEEP).delete()
+    return {update.update_id for update in fresh}
 
 
 async def update_is_stored(update_id: int) -> bool:

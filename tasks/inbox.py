@@ -22,11 +22,13 @@ class Inbox:
     def __init__(self, claims: Claims | None = None) -> None:
         self._claims = claims or Claims()
 
-    async def store(self, updates: list[tuple[int, str]]) -> None:
+    async def store(self, updates: list[tuple[int, str]]) -> set[int]:
         """Keep (update_id, JSON) pairs, claimed by this instance; call before the next
-        getUpdates confirms them (or before a webhook request is answered)."""
-        if updates:
-            await repository.store_updates(updates, self._claims.lease)
+        getUpdates confirms them (or before a webhook request is answered). The ids stored
+        now: one stored before (by another instance, say) is not this instance's to handle."""
+        if not updates:
+            return set()
+        return await repository.store_updates(updates, self._claims.lease)
 
     def handling(self, update_id: int) -> None:
         """This instance handles the update now: its claim is kept alive until handled."""

@@ -103,10 +103,10 @@ async def test_an_update_the_database_refuses_is_set_aside_and_the_batch_goes_on
     ann, bob = Conversation(telegram, USER), Conversation(telegram, OTHER_USER)
     real_store = repository.store_updates
 
-    async def refuse_ann(updates: list[tuple[int, str]], lease: Lease | None = None) -> None:
+    async def refuse_ann(updates: list[tuple[int, str]], lease: Lease | None = None) -> set[int]:
         if any(f'"id": {USER},' in payload for _, payload in updates):
             raise ValueError("the database refuses this row")
-        await real_store(updates, lease)
+        return await real_store(updates, lease)
 
     monkeypatch.setattr(repository, "store_updates", refuse_ann)
     ann.send("https://v.douyin.com/refused/")

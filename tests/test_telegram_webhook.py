@@ -15,7 +15,8 @@ import pytest_asyncio
 from bot.runtime import RunningBot, running_bot
 from simulators.coze import FakeCoze
 from simulators.telegram import FakeTelegram
-from storage import InboxUpdate, Task
+from storage import InboxUpdate, Task, repository
+from storage.claims import Lease
 from tests.conftest import Conversation, make_settings, settled
 
 pytestmark = pytest.mark.asyncio
@@ -126,3 +127,39 @@ async def test_a_malformed_or_oversized_body_is_refused_and_stores_nothing(
 async def test_in_polling_mode_the_path_does_not_exist(bot: RunningBot) -> None:
     assert await push(bot, update(701)) == 404
     assert await InboxUpdate.filter(update_id=701).count() == 0
+
+
+async def test_an_update_another_instance_stores_at_the_same_moment_is_left_to_it(
+    webhook_bot: RunningBot, telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Telegram sends an update again while the first request is still under way, and the two
+    reach different instances: the one that stores it second must neither handle it nor set it
+    aside as poisoned."""
+    wu = Conversation(telegram, 4242)
+    wu.send("/start")
+    await wu.wait_for_messages(1)
+    # The other instance stored it just after this one looked.
+    await repository.store_updates(
+        [(602, json.dumps(update(602)))], Lease("other-instance:8080", 60.0)
+    )
+    looked = False
+
+    async def not_yet(update_id: int) -> bool:
+        nonlocal looked
+        if update_id == 602 and not looked:
+            looked = True
+            return False
+        return await InboxUpdate.exists(update_id=update_id)
+
+    monkeypatch.setattr(repository, "update_is_stored", not_yet)
+    assert await push(webhook_bot, update(602)) == 200
+    await settled()
+    assert looked
+    stored = await InboxUpdate.get(update_id=602)
+    assert (stored.poisoned, stored.handled, stored.claimed_by) == (
+        False,
+        False,
+        "other-instance:8080",
+    )
+    assert await Task.all().count() == 0
+    assert len(wu.messages) == 1
