@@ -314,6 +314,9 @@ def _telegram(settings: Settings, public_url: str) -> CleanupContext:
         languages = Languages(Preferences(), default=settings.i18n.default_language)
         application = build_application(settings, service, inbox, access, languages)
         async with contextlib.AsyncExitStack() as stack:
+            # Another instance's admin may block someone: read the changes every few seconds.
+            reloading = asyncio.create_task(access.keep_loaded(), name="access-reload")
+            stack.push_async_callback(_cancel, reloading)
             # Each step registers its own undoing, so a failure half-way through start-up
             # (a rejected token, an unreachable Telegram) still shuts down what was started.
             await application.initialize()  # getMe: the token is good, Telegram answers

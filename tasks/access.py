@@ -2,14 +2,22 @@
 
 The config's lists are the starting point; /block and /unblock by an admin are kept in the
 database and win over the config for that user. The lists are held in memory, since every
-update is screened against them before anything else happens.
+update is screened against them before anything else happens, and read again every few
+seconds (`keep_loaded`): an admin's /block may reach another instance on the same database.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterable
 
 from storage import repository
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two reads of the admins' changes.
+RELOAD_SECONDS = 10.0
 
 
 class AccessList:
@@ -34,6 +42,15 @@ class AccessList:
             else:
                 blocked.discard(user_id)
         self._blocked = blocked
+
+    async def keep_loaded(self, interval: float = RELOAD_SECONDS) -> None:
+        """Read the admins' changes again every `interval` seconds, until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.load()
+            except Exception as exc:  # the lists as last read stay in force
+                log.warning("could not read the access changes: %s", type(exc).__name__)
 
     def is_admin(self, user_id: int) -> bool:
         return user_id in self._admins

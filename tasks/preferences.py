@@ -1,16 +1,20 @@
 """What each user chose: their language (/lang) and how texts come (/settings).
 
-Read for almost every message the bot sends, so kept in memory once read; every change is
-stored first.
+Read for almost every message the bot sends, so kept in memory once read, for `max_age`
+seconds: another instance on the same database may store a change (the user's /lang reached
+it), and this one reads it again after that long. Every change is stored first.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 from storage import repository
 
 MAX_CACHED_USERS = 100_000
+#: Seconds a user's preferences are used as read before they are read again.
+MAX_AGE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -21,12 +25,15 @@ class UserPreferences:
 
 
 class Preferences:
-    def __init__(self) -> None:
+    def __init__(self, max_age_seconds: float = MAX_AGE_SECONDS) -> None:
         self._known: dict[int, UserPreferences] = {}
+        self._read_at: dict[int, float] = {}
+        self._max_age = max_age_seconds
 
     async def of(self, user_id: int) -> UserPreferences:
         known = self._known.get(user_id)
-        if known is None:
+        read_at = self._read_at.get(user_id, 0.0)
+        if known is None or time.monotonic() - read_at > self._max_age:
             user = await repository.get_user(user_id)
             known = (
                 UserPreferences(user.language, user.language_code, user.always_as_file)
@@ -56,8 +63,11 @@ class Preferences:
 
     def forget(self, user_id: int) -> None:
         self._known.pop(user_id, None)
+        self._read_at.pop(user_id, None)
 
     def _remember(self, user_id: int, preferences: UserPreferences) -> None:
         if len(self._known) >= MAX_CACHED_USERS:
             self._known.clear()  # read again from the database as needed
+            self._read_at.clear()
         self._known[user_id] = preferences
+        self._read_at[user_id] = time.monotonic()

@@ -21,6 +21,8 @@ from storage import ChatLease, InboxUpdate, Task, TaskState, claims, repository
 from storage.claims import Lease
 from storage.locks import AdvisoryLock, libpq_url, lock_key
 from storage.repository import ApplyResult, Outcome
+from tasks.access import AccessList
+from tasks.preferences import Preferences
 from tests.test_history_storage import POSTGRES_PROBLEM, _open_empty, postgres_url  # noqa: F401
 
 
@@ -286,3 +288,38 @@ async def test_one_instance_holds_the_polling_lock_and_another_takes_it_when_it_
     finally:
         await ann.release()
         await bob.release()
+
+
+# --- what one instance changes, the other sees ----------------------------------------------
+
+
+async def test_a_language_chosen_through_one_instance_is_read_by_the_other(database: str) -> None:
+    await repository.upsert_user(31, "Li", None, "en")
+    ann_sees, bob_sees = Preferences(max_age_seconds=0.05), Preferences(max_age_seconds=0.05)
+    assert (await ann_sees.of(31)).language is None
+    await bob_sees.choose_language(31, "Li", "zh")
+    assert (await ann_sees.of(31)).language is None  # as read a moment ago
+    await asyncio.sleep(0.1)
+    assert (await ann_sees.of(31)).language == "zh"
+
+
+async def test_a_user_blocked_through_one_instance_is_blocked_by_the_other(database: str) -> None:
+    ann_sees, bob_sees = AccessList(admins=[1]), AccessList(admins=[1])
+    await ann_sees.load()
+    reloading = asyncio.create_task(ann_sees.keep_loaded(0.02))
+    try:
+        assert await bob_sees.block(32, by=1)
+        for _ in range(100):
+            if ann_sees.is_blocked(32):
+                break
+            await asyncio.sleep(0.02)
+        assert ann_sees.is_blocked(32)
+        assert await bob_sees.unblock(32, by=1)
+        for _ in range(100):
+            if not ann_sees.is_blocked(32):
+                break
+            await asyncio.sleep(0.02)
+        assert not ann_sees.is_blocked(32)
+    finally:
+        reloading.cancel()
+        await asyncio.gather(reloading, return_exceptions=True)
