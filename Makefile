@@ -22,8 +22,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m simulators.bench
 
+# Options go in ARGS: make soak ARGS="--instances 3 --database-url postgres://..."
 soak: $(STAMP)
-	$(PY) -m simulators.soak
+	$(PY) -m simulators.soak $(ARGS)
 
 fuzz: $(STAMP)
 	$(PY) -m simulators.fuzz
