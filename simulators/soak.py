@@ -40,21 +40,25 @@ Telegram's limits: the instances share ``--telegram-rate`` T (default 300) reque
 each is configured with ``telegram.max_requests_per_second`` = T,
 ``delivery.max_messages_per_second`` = T/2 and ``cluster.instances`` = N, so it sends its share,
 1/N of those. (Each also gets ``cluster.instance_id`` = soak-botK and ``cluster.lease_seconds``
-= 5, the soak's compressed time.) The fake answers 429 past T a second as Telegram
-does past its bot-wide limit: a leaky bucket of T a second holding T x 1.25 calls that carry a
-chat_id (the calls the bot's limiter counts); per-chat limits are not modelled. Any such 429
-(one not injected by the fault plan) fails the soak. Each instance's Telegram API base URL is a
-one-upstream proxy in front of the fake (a tap), so the soak knows which instance made each call.
+= 5, the soak's compressed time.) The fake answers 429 past T a second, as Telegram does past
+its bot-wide limit: a leaky bucket of T a second holding T x 1.25 calls that carry a chat_id
+(the calls the bot's limiter counts), answered with retry_after 2 where an injected 429 says 1;
+per-chat limits are not modelled. Any such 429 (one not injected by the fault plan) fails the
+soak. Each instance's Telegram and Coze API base URLs are one-upstream proxies in front of the
+fakes (taps), so the soak knows which instance made each call.
 
 At the end it waits until everything has settled (or a generous deadline), scrapes /metrics,
 stops the instances with SIGTERM, reads the database (sqlite3 or asyncpg) and prints a tally of
 what each user received. Exit status 1 when a task is stuck (pending/processing), lost (nothing
-reached its user, who had not blocked the bot), or reached its user twice unexplained; when an
-instance exits with non-zero on SIGTERM or by itself; when Telegram answered a 429 that was not
-injected; or when /metrics disagrees with the soak's own count. A second copy is explained only
-by a flag in the database that fits what the taps saw: ``send_timed_out`` with the first copy's
-reply held past the bot's timeout, or ``resent_after_crash`` with the first copy's sender
-killed or stopped before the second was sent.
+reached its user, who had not blocked the bot), or reached its user twice unexplained; when a
+link became two tasks, an attempt's run was started at Coze twice, or a message was
+acknowledged twice, unexplained; when an instance exits with non-zero on SIGTERM or by itself;
+when Telegram answered a 429 that was not injected; or when /metrics disagrees with the soak's
+own count. A second copy of a message is explained only by a flag in the database that fits what
+the taps saw: ``send_timed_out`` with the first copy's reply held past the bot's timeout, or
+``resent_after_crash`` with the first copy's sender killed or stopped before the second was
+sent. A second start or acknowledgement is explained only when the instance that did it first
+was killed or stopped before it was done again.
 
 /metrics: each instance is scraped just before it is killed or stopped and once more at the
 end; the figures of each run of a process (a "life") are summed and compared:
@@ -124,6 +128,10 @@ POSTGRES_SCHEMES = ("postgres", "postgresql", "asyncpg")
 _FAULTY_METHODS = frozenset(
     {"sendmessage", "senddocument", "editmessagetext", "editmessagereplymarkup"}
 )
+# How the bot's acknowledgement of a message begins (users have no language: English).
+ACK_PREFIX = "Got it! Task"
+# The retry_after of a 429 past Telegram's limit (an injected one asks for 1 s).
+LIMIT_RETRY_AFTER = 2
 # Methods whose answer is a new message of the bot's (the taps note which instance sent it).
 _SENDING_METHODS = frozenset({"sendmessage", "senddocument"})
 
@@ -824,11 +832,20 @@ class Instance:
 
 
 @dataclass(frozen=True)
+class Seen:
+    """Something done once per key (a run started, a message acknowledged), by an instance."""
+
+    key: str
+    instance: int
+    at: float  # time.monotonic() when its call reached the tap
+
+
+@dataclass(frozen=True)
 class Sender:
     """Which instance sent one of the bot's messages, as its tap saw it."""
 
     instance: int
-    at: float  # when the call reached the tap
+    at: float  # when the call reached the tap (seconds into the plan)
     seconds: float  # how long the call took
     life_ended: float | None  # when the sending life ended
 
@@ -946,6 +963,7 @@ class InstanceFigures:
     updates: int  # webhook requests answered, or updates polled
     messages: int  # sendMessage and sendDocument answered (its tap)
     refused: int  # connections the proxy found refused
+    limited: int  # 429s past Telegram's limit (not injected)
 
 
 @dataclass
@@ -970,6 +988,10 @@ class Tally:
     max_delivery_attempts: int = 0
     retries: int = 0
     outcomes_received: int = 0  # distinct outcomes that reached their users
+    runs_twice_explained: int = 0  # an attempt started at Coze twice, the first starter gone
+    runs_twice_unexplained: int = 0
+    acks_twice_explained: int = 0  # a message acknowledged twice, the first sender gone
+    acks_twice_unexplained: int = 0
     faults: dict[str, int] = field(default_factory=dict)
     kills: int = 0  # SIGKILLs
     terms: int = 0  # SIGTERMs mid-run
@@ -1003,6 +1025,9 @@ class Tally:
             and self.stuck == 0
             and self.lost == 0
             and self.duplicates_unexplained == 0
+            and self.extra_tasks == 0
+            and self.runs_twice_unexplained == 0
+            and self.acks_twice_unexplained == 0
             and self.dropped_texts == 0
             and self.exit_code == 0
             and all(code == 0 for _, code in self.exit_codes)
@@ -1188,7 +1213,19 @@ def format_tally(tally: Tally, options: SoakOptions) -> str:
             f"must be 0; {tally.never_stored} never stored",
         ),
         ("texts dropped (callback accepted)", tally.dropped_texts, "must be 0"),
-        ("links that became 2+ tasks", tally.extra_tasks, ""),
+        ("links that became 2+ tasks", tally.extra_tasks, "must be 0"),
+        (
+            "runs started twice, explained",
+            tally.runs_twice_explained,
+            "one attempt's run id, its first starter gone first",
+        ),
+        ("runs started twice, unexplained", tally.runs_twice_unexplained, "must be 0"),
+        (
+            "messages acknowledged twice, explained",
+            tally.acks_twice_explained,
+            "the first sender gone first",
+        ),
+        ("messages acknowledged twice, unexplained", tally.acks_twice_unexplained, "must be 0"),
         ("flag send_timed_out", tally.flagged_send_timed_out, ""),
         ("flag resent_after_crash", tally.flagged_resent_after_crash, ""),
         ("delivery attempts", tally.delivery_attempts, f"max {tally.max_delivery_attempts}"),
@@ -1240,6 +1277,7 @@ def _instances_block(tally: Tally) -> str:
             f"{figures.messages:>6} messages   {figures.lives} life/lives: "
             + ", ".join(figures.ends)
             + (f"; {figures.refused} connection(s) refused" if figures.refused else "")
+            + (f"; {figures.limited} 429(s) past Telegram's limit" if figures.limited else "")
         )
     return "\n".join(lines)
 
@@ -1332,8 +1370,11 @@ class Faults:
         self, method: str, params: dict[str, Any]
     ) -> TelegramFault | TelegramDelay | None:
         if self.limit is not None and "chat_id" in params and not self.limit.admit():
-            # Telegram's limit, not the fault plan: counted apart (tally.limit_429).
-            return TelegramFault(429, "Too Many Requests: retry after 1", retry_after=1)
+            # Telegram's limit, not the fault plan: counted apart (tally.limit_429), and
+            # told from an injected 429 on the wire by its retry_after.
+            return TelegramFault(
+                429, f"Too Many Requests: retry after {LIMIT_RETRY_AFTER}", LIMIT_RETRY_AFTER
+            )
         if method not in _FAULTY_METHODS:
             return None
         roll = self._rng.random()
@@ -1399,8 +1440,12 @@ class Soak:
         # One public URL in front of every instance (callbacks, webhook updates).
         self.proxy = RoundRobinProxy([f"http://127.0.0.1:{i.port}" for i in self.instances])
         self.taps: list[RoundRobinProxy] = []  # one per instance, in front of the fake Telegram
+        self.coze_taps: list[RoundRobinProxy] = []  # one per instance, in front of the fake Coze
+        self.starts: list[Seen] = []  # runs started at Coze, keyed by the attempt's run id
+        self.acks: list[Seen] = []  # acknowledgements, keyed by the message they answer
         self.sent: dict[int, tuple[int, Forwarded]] = {}  # message id -> instance, its call
         self.polled: dict[Forwarded, int] = {}  # getUpdates call -> updates returned
+        self.limited: Counter[int] = Counter()  # instance -> 429s past Telegram's limit
         self._began = 0.0  # when the soak began
         self._started = 0.0  # when every instance was ready: the plan's zero
 
@@ -1427,6 +1472,7 @@ class Soak:
                     "max_requests_per_second": options.telegram_rate,
                 },
                 "coze": {
+                    "api_base_url": self.coze_taps[instance.index - 1].url,
                     "start_attempts": self.start_attempts,
                     "start_backoff_seconds": 0.2,
                     "history_checks_per_second": 100.0,
@@ -1474,19 +1520,85 @@ class Soak:
     def _observer(self, instance: int) -> Callable[[Forwarded, bytes, bytes], None]:
         def observe(record: Forwarded, request: bytes, answer: bytes) -> None:
             method = record.path.rsplit("/", 1)[-1].lower()
-            if method not in _SENDING_METHODS and method != "getupdates":
+            if method not in _SENDING_METHODS and method != "getupdates" and record.status != 429:
                 return
             try:
                 body = json.loads(answer)
             except ValueError:
                 return
-            result = body.get("result") if isinstance(body, dict) else None
+            if not isinstance(body, dict):
+                return
+            if record.status == 429:
+                parameters = body.get("parameters")
+                if isinstance(parameters, dict) and parameters.get("retry_after") == (
+                    LIMIT_RETRY_AFTER
+                ):
+                    self.limited[instance] += 1
+                return
+            result = body.get("result")
             if method == "getupdates":
                 self.polled[record] = len(result) if isinstance(result, list) else 0
             elif isinstance(result, dict) and isinstance(result.get("message_id"), int):
                 self.sent[result["message_id"]] = (instance, record)
+                replied = result.get("reply_to_message")
+                chat = result.get("chat")
+                if (
+                    str(result.get("text", "")).startswith(ACK_PREFIX)
+                    and isinstance(replied, dict)
+                    and isinstance(chat, dict)
+                ):
+                    key = f"chat {chat.get('id')} message {replied.get('message_id')}"
+                    self.acks.append(Seen(key, instance, record.started))
 
         return observe
+
+    def _coze_observer(self, instance: int) -> Callable[[Forwarded, bytes, bytes], None]:
+        def observe(record: Forwarded, request: bytes, answer: bytes) -> None:
+            if record.method != "POST" or not record.path.endswith("/workflow/run"):
+                return
+            try:
+                sent, got = json.loads(request), json.loads(answer)
+            except ValueError:
+                return
+            parameters = sent.get("parameters") if isinstance(sent, dict) else None
+            if (
+                isinstance(got, dict)
+                and got.get("code") == 0
+                and got.get("execute_id")
+                and isinstance(parameters, dict)
+            ):
+                key = f"run id {parameters.get('task_id')}"
+                self.starts.append(Seen(key, instance, record.started))
+
+        return observe
+
+    def repeats(self, seen: list[Seen]) -> tuple[int, list[str]]:
+        """Keys seen more than once: how many were explained (the instance that did it first
+        was gone, killed or stopped, before it was done again), and a line for each other."""
+        by_key: dict[str, list[Seen]] = {}
+        for item in seen:
+            by_key.setdefault(item.key, []).append(item)
+        explained = 0
+        unexplained: list[str] = []
+        for key, items in by_key.items():
+            if len(items) < 2:
+                continue
+            items.sort(key=lambda item: item.at)
+            if all(
+                self._gone_before(earlier.instance, earlier.at, later.at)
+                for earlier, later in pairwise(items)
+            ):
+                explained += 1
+            else:
+                who = ", ".join(
+                    f"bot{item.instance} at {item.at - self._started:.1f}s" for item in items
+                )
+                unexplained.append(f"{key}: {who}")
+        return explained, unexplained
+
+    def _gone_before(self, instance: int, at: float, moment: float) -> bool:
+        life = self.instances[instance - 1].life_at(at)
+        return life is not None and life.ended is not None and life.ended <= moment
 
     def senders(self) -> dict[int, Sender]:
         found: dict[int, Sender] = {}
@@ -1495,9 +1607,13 @@ class Soak:
             ended = record.ended if record.ended is not None else math.inf
             found[message_id] = Sender(
                 instance=index,
-                at=record.started,
+                at=record.started - self._started,
                 seconds=ended - record.started,
-                life_ended=life.ended if life is not None else None,
+                life_ended=(
+                    life.ended - self._started
+                    if life is not None and life.ended is not None
+                    else None
+                ),
             )
         return found
 
@@ -1581,6 +1697,11 @@ class Soak:
             tap = RoundRobinProxy([self.telegram.url], observer=self._observer(instance.index))
             await tap.start()
             self.taps.append(tap)
+            coze_tap = RoundRobinProxy(
+                [self.coze.url], observer=self._coze_observer(instance.index)
+            )
+            await coze_tap.start()
+            self.coze_taps.append(coze_tap)
         await self.proxy.start()
         self.coze.outcome_for = self.faults.outcome_for
         self.coze.start_fault = self.faults.start_fault
@@ -1638,7 +1759,7 @@ class Soak:
                 with contextlib.suppress(Exception):
                     await instance.process.stop(grace=2.0)
             await self.proxy.stop()
-            for tap in self.taps:
+            for tap in self.taps + self.coze_taps:
                 await tap.stop()
             await self.coze.stop()
             await self.telegram.stop()
@@ -1700,6 +1821,18 @@ class Soak:
         tally.lives = len(lives)
         tally.lives_cut = sum(life.cut for life in lives)
         tally.instances = [self._figures(instance) for instance in self.instances]
+        tally.runs_twice_explained, runs = self.repeats(self.starts)
+        tally.runs_twice_unexplained = len(runs)
+        tally.problems += [f"started twice: {line}" for line in runs]
+        tally.acks_twice_explained, acks = self.repeats(self.acks)
+        tally.acks_twice_unexplained = len(acks)
+        tally.problems += [f"acknowledged twice: {line}" for line in acks]
+        if self.limit.refused:
+            tally.problems.append(
+                f"Telegram answered {self.limit.refused} 429(s) past its limit (not injected): "
+                f"the instances together sent more than {self.options.telegram_rate:g} calls "
+                "a second"
+            )
         tally.metric_checks = self._metric_checks(rows, received)
         for check in tally.metric_checks:
             if not check.ok:
@@ -1726,6 +1859,7 @@ class Soak:
             updates=updates,
             messages=sum(entry[0] == index for entry in self.sent.values()),
             refused=self.proxy.refused[index - 1],
+            limited=self.limited[index],
         )
 
     # ---------------------------------------------------------------- /metrics
