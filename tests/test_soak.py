@@ -13,8 +13,22 @@ from aiohttp import web
 
 from bot.runtime import running_bot
 from simulators.coze import FakeCoze, WorkflowOutcome
-from simulators.proxy import RoundRobinProxy
-from simulators.soak import SoakOptions, format_tally, free_port, run_soak
+from simulators.proxy import Forwarded, RoundRobinProxy
+from simulators.soak import (
+    Life,
+    Scrape,
+    Sender,
+    SoakOptions,
+    TaskRow,
+    TelegramLimit,
+    _bracket,
+    _explained,
+    _status_is,
+    format_tally,
+    free_port,
+    parse_metrics,
+    run_soak,
+)
 from simulators.telegram import FakeTelegram
 from storage import Task, TaskState
 from tests.conftest import Conversation, eventually, make_settings, settled
@@ -165,3 +179,74 @@ async def test_the_proxy_answers_502_when_every_upstream_refuses() -> None:
     finally:
         await proxy.stop()
     assert proxy.unavailable == 1 and proxy.records == []
+
+
+# The soak's own judgement, on made-up figures (no processes).
+
+
+async def test_telegram_limit_lets_a_full_bucket_through_then_answers_429_until_it_drains() -> None:
+    limit = TelegramLimit(rate=10.0, tolerance=0.0)
+    assert all(limit.admit() for _ in range(10))
+    assert not limit.admit() and limit.refused == 1
+    limit._at -= 0.5  # half a second later: five more
+    assert sum(limit.admit() for _ in range(8)) == 5
+    assert limit.peak == pytest.approx(10, abs=0.1)
+
+
+def sender(at: float, *, seconds: float = 0.1, gone: float | None = None) -> Sender:
+    return Sender(instance=1, at=at, seconds=seconds, life_ended=gone)
+
+
+def task_row(**flags: bool) -> TaskRow:
+    values = {"send_timed_out": False, "resent_after_crash": False} | flags
+    return TaskRow(1, "https://v.douyin.com/soak-1/", 7, "completed", True, False,
+                   delivery_attempts=1, retry_count=0, **values)  # fmt: skip
+
+
+async def test_a_second_copy_is_explained_only_by_a_flag_that_fits_what_the_taps_saw() -> None:
+    copies = [[10, 11]]
+    # Resent after a crash: only if the first sender was gone before the second copy.
+    resent = [task_row(resent_after_crash=True)]
+    assert _explained(resent, copies, {10: sender(1.0, gone=1.5), 11: sender(2.0)}, 2.0)
+    assert not _explained(resent, copies, {10: sender(1.0, gone=5.0), 11: sender(2.0)}, 2.0)
+    assert not _explained(resent, copies, {10: sender(1.0), 11: sender(2.0)}, 2.0)
+    # Timed out: only if the first copy's reply was held past the bot's timeout.
+    timed_out = [task_row(send_timed_out=True)]
+    assert _explained(timed_out, copies, {10: sender(1.0, seconds=3.5), 11: sender(5.0)}, 2.0)
+    assert not _explained(timed_out, copies, {10: sender(1.0), 11: sender(1.1)}, 2.0)
+    # No flag: never.
+    assert not _explained([task_row()], copies, {10: sender(1.0, gone=1.5), 11: sender(2.0)}, 2.0)
+
+
+async def test_a_metric_is_bracketed_by_what_was_answered_and_what_was_sent_around_its_scrape() -> (
+    None
+):
+    life = Life(instance=1, started=0.0, ended=20.0, end="SIGKILL")
+    life.scrape = Scrape(began=10.0, ended=10.2, samples={})
+    records = [
+        Forwarded(0, "POST", "/webhook/coze", 1.0, 1.1, 200),  # answered before: counted
+        Forwarded(0, "POST", "/webhook/coze", 2.0, 2.1, 404),  # another answer
+        Forwarded(0, "POST", "/webhook/coze", 9.9, 10.1, 200),  # answered during the scrape
+        Forwarded(0, "POST", "/webhook/coze", 10.0, None, None),  # broken off: unknown
+        Forwarded(0, "POST", "/webhook/coze", 11.0, 11.1, 200),  # after: not counted
+    ]
+    # 200: at least the one answered before the scrape began; at most that one, the one
+    # answered during the scrape and the one broken off (its answer is unknown).
+    assert _bracket([life], lambda _: records, _status_is("200")) == (1, 3)
+    assert _bracket([life], lambda _: records, _status_is("404")) == (1, 2)
+
+
+async def test_a_scrape_sums_the_samples_that_carry_the_labels_asked_for() -> None:
+    scrape = Scrape(
+        0.0,
+        0.1,
+        parse_metrics(
+            'link2text_coze_calls_total{call="start",result="ok"} 5\n'
+            'link2text_coze_calls_total{call="start",result="coze_busy"} 2\n'
+            'link2text_coze_calls_total{call="run_history",result="ok"} 3\n'
+        ),
+    )
+    assert scrape.value("link2text_coze_calls_total") == 10
+    assert scrape.value("link2text_coze_calls_total", call="start") == 7
+    assert scrape.value("link2text_coze_calls_total", call="start", result="ok") == 5
+    assert scrape.labels("link2text_coze_calls_total", "result") == {"ok", "coze_busy"}
