@@ -71,17 +71,21 @@ class Outbox:
                     )
         return done
 
+    # Each delivery result is counted once it is recorded, as the database has it.
+
     async def undeliverable(self, task: Task) -> bool:
-        self._metrics.delivery("undeliverable")
-        return await repository.mark_undeliverable(OutcomeRef.of(task))
+        done = await repository.mark_undeliverable(OutcomeRef.of(task))
+        if done:
+            self._metrics.delivery("undeliverable")
+        return done
 
     async def defer(self, task: Task, seconds: float) -> None:
-        self._metrics.delivery("send_failed")
         await repository.defer_delivery(OutcomeRef.of(task), now() + dt.timedelta(seconds=seconds))
+        self._metrics.delivery("send_failed")
 
     async def change_payload(self, task: Task, level: int) -> None:
-        self._metrics.delivery("payload_refused")
         await repository.change_payload(OutcomeRef.of(task), level)
+        self._metrics.delivery("payload_refused")
 
     async def progress_to_show(self, min_interval: float, limit: int) -> list[Task]:
         return await repository.progress_to_show(now() - dt.timedelta(seconds=min_interval), limit)
