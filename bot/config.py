@@ -50,6 +50,13 @@ class CozeSettings(_Section):
     history_checks_per_second: float = Field(default=2.0, gt=0)
     max_concurrent_history_checks: int = Field(default=4, ge=1, le=100)
     max_starts_per_second: float = Field(default=10.0, gt=0)
+    # How a run's outcome is learnt: "callback" (the workflow's last node calls
+    # /webhook/coze; run history is read only when a callback is late) or "poll" (no callback
+    # URL is sent, so no public URL is needed: run history is read from the start, first
+    # poll_interval_seconds after the start, each pause twice the last, at most
+    # tasks.max_check_interval_seconds).
+    completion: Literal["callback", "poll"] = "callback"
+    poll_interval_seconds: float = Field(default=5.0, gt=0)
 
 
 class ServerSettings(_Section):

@@ -124,7 +124,9 @@ def _task_service(settings: Settings, public_url: str) -> CleanupContext:
             token=settings.coze.token.get_secret_value(),
             workflow_id=settings.coze.workflow_id,
             url_parameter=settings.coze.url_parameter,
-            callback_url=public_url.rstrip("/") + CALLBACK_PATH,
+            callback_url=""
+            if settings.coze.completion == "poll"
+            else public_url.rstrip("/") + CALLBACK_PATH,
             callback_secret=settings.server.callback_secret.get_secret_value(),
             timeout_seconds=settings.coze.request_timeout_seconds,
         )
@@ -134,7 +136,10 @@ def _task_service(settings: Settings, public_url: str) -> CleanupContext:
             previous_callback_secret=settings.server.previous_callback_secret.get_secret_value(),
             max_retries=settings.tasks.max_retries,
             timeout_seconds=settings.tasks.timeout_seconds,
-            reconcile_after_seconds=settings.tasks.reconcile_after_seconds,
+            # Poll mode: run history is the only way to learn an outcome, read from the start.
+            reconcile_after_seconds=settings.coze.poll_interval_seconds
+            if settings.coze.completion == "poll"
+            else settings.tasks.reconcile_after_seconds,
             max_check_interval_seconds=settings.tasks.max_check_interval_seconds,
             start_policy=StartPolicy(
                 attempts=settings.coze.start_attempts,

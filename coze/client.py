@@ -412,12 +412,12 @@ class CozeWorkflowClient:
         )
 
     def parameters(self, link: str, run_id: str) -> dict[str, str]:
-        return {
-            self._url_parameter: link,
-            "task_id": run_id,
-            "callback_url": self._callback_url,
-            "callback_token": callback_token(self._callback_secret, run_id),
-        }
+        """The workflow's inputs; with no callback URL (poll mode) the workflow gets none."""
+        parameters = {self._url_parameter: link, "task_id": run_id}
+        if self._callback_url:
+            parameters["callback_url"] = self._callback_url
+            parameters["callback_token"] = callback_token(self._callback_secret, run_id)
+        return parameters
 
     @staticmethod
     async def _call(call: Callable[[], Awaitable[_T]]) -> _T:

@@ -65,7 +65,10 @@ _SPACE_ID = "7390000000000000001"
 _DEFAULT_CONNECTOR_UID = "2100000000000001"
 _COMPACT = (",", ":")  # Coze (Go) writes compact JSON
 _RUNNING_OUTPUT = json.dumps({"Output": "null"}, separators=_COMPACT)  # {"Output":"null"}
-_REQUIRED_PARAMETERS = ("task_id", "callback_url", "callback_token")
+_REQUIRED_PARAMETERS = ("task_id",)
+# A workflow that ends with the HTTP node calling the bot gets these too; without them (the
+# bot's poll mode) the node is left out and the run calls nobody.
+_CALLBACK_PARAMETERS = ("callback_url", "callback_token")
 
 
 @dataclass
@@ -519,7 +522,9 @@ class FakeCoze(SimulatorServer):
         parameters = body.get("parameters")
         if not isinstance(parameters, dict):
             return 4000, "invalid parameter: parameters must be an object"
-        for name in (self.url_parameter, *_REQUIRED_PARAMETERS):
+        given = [name for name in _CALLBACK_PARAMETERS if name in parameters]
+        needed = (*_REQUIRED_PARAMETERS, *(_CALLBACK_PARAMETERS if given else ()))
+        for name in (self.url_parameter, *needed):
             value = parameters.get(name)
             if not isinstance(value, str) or not value:
                 return 4000, f"invalid parameter: workflow input {name!r} is required (a string)"
@@ -648,7 +653,12 @@ class FakeCoze(SimulatorServer):
         outcome = run.outcome
         duration = max(0.0, outcome.duration)
         deadline = loop.time() + duration
-        send = self.callbacks_enabled and outcome.callback == "send"
+        # No callback URL among the inputs: the workflow has no HTTP node (the bot polls).
+        send = (
+            self.callbacks_enabled
+            and outcome.callback == "send"
+            and "callback_url" in run.parameters
+        )
         if send and self.send_progress:
             await asyncio.sleep(duration / 2)
             await self._deliver(run, self._callback_body(run, final=False))

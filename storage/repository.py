@@ -368,6 +368,21 @@ async def due_for_check(
     return await query.order_by("next_check_at", "id").limit(limit)
 
 
+async def next_check_due(exclude: Collection[int] = (), lease: Lease = LOCAL) -> dt.datetime | None:
+    """When the next run-history check falls due (of those `due_for_check` would return)."""
+    query = Task.filter(
+        task_free(lease, now()),
+        state=TaskState.PROCESSING,
+        callback_received=False,
+        execute_id__isnull=False,
+        next_check_at__isnull=False,
+    )
+    if exclude:
+        query = query.exclude(id__in=list(exclude))
+    task = await query.order_by("next_check_at").first()
+    return task.next_check_at if task is not None else None
+
+
 async def schedule_check(*, task_id: int, run_id: str, next_check_at: dt.datetime) -> None:
     """Count a check of this run that settled nothing, and when to look again."""
     await Task.filter(id=task_id, run_id=run_id, state=TaskState.PROCESSING).update(

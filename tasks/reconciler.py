@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # "Execution record not found": possibly a record not written yet; the deadline bounds the wait.
 RECORD_NOT_FOUND = 4314
+#: The shortest pause between two passes, however soon the next check is due.
+MIN_PAUSE_SECONDS = 0.05
 
 
 class HistoryReader(Protocol):
@@ -66,18 +68,30 @@ class Reconciler:
     async def run(self) -> None:
         try:
             while not self._stopping.is_set():
+                pause = self._scan_interval
                 try:
                     await self.run_once()
+                    pause = await self._until_next_check()
                 except Exception:
                     log.exception("reconciliation pass failed; trying again later")
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._scan_interval):
+                    async with asyncio.timeout(pause):
                         await self._stopping.wait()
         finally:
             # A check only reads Coze's history: one cut short is simply made after a restart.
             for check in self._checks.values():
                 check.cancel()
             await asyncio.gather(*self._checks.values(), return_exceptions=True)
+
+    async def _until_next_check(self) -> float:
+        """Seconds to the next due check (so that, polling, an outcome is read when due),
+        at most the scan interval, which also bounds how late a deadline is noticed."""
+        due = await repository.next_check_due(
+            exclude=self._checks.keys(), lease=self._service.claims.lease
+        )
+        if due is None:
+            return self._scan_interval
+        return min(self._scan_interval, max(MIN_PAUSE_SECONDS, (due - now()).total_seconds()))
 
     def stop(self) -> None:
         self._stopping.set()
