@@ -89,7 +89,7 @@ class TaskSettings(_Section):
 class DeliverySettings(_Section):
     max_text_messages: int = Field(default=3, ge=1, le=10)
     scan_interval_seconds: float = Field(default=5.0, gt=0)
-    max_messages_per_second: float = Field(default=20.0, gt=0)
+    max_messages_per_second: float = Field(default=30.0, gt=0)
     per_chat_interval_seconds: float = Field(default=1.0, ge=0)
     per_chat_burst: int = Field(default=3, ge=1, le=20)
     retry_backoff_seconds: float = Field(default=2.0, ge=0)

@@ -3,8 +3,10 @@
 It wakes at once when something is stored for sending and also scans on a timer, so an outcome
 stored before a restart is sent after it. Each chat has its own worker, so one slow or throttled
 chat never holds up another, and one chat's outcomes keep their order. Sends are paced below
-Telegram's limits: `messages_per_second` overall (leaving room under the ~30/s for the bot's
-acknowledgements) and one message per `per_chat_interval` in a chat (after a short burst).
+Telegram's limits: every send takes its place in the bot's one budget (bot.budget, through the
+rate limiter), after acknowledgements and before progress edits; texts are also capped at
+`messages_per_second`, and one message per `per_chat_interval` in a chat (after a short burst).
+Progress edits wait while texts do.
 
 What each Telegram answer means here (shared/docs/telegram.md):
 - RetryAfter: the chat waits the time asked (every chat, when several chats are asked to wait
@@ -44,7 +46,7 @@ from tortoise.timezone import now
 from bot import buttons
 from bot.languages import Languages
 from bot.pauses import Pauses
-from bot.ratelimit import NO_RETRIES
+from bot.ratelimit import NO_RETRIES, PROGRESS_EDIT
 from bot.splitting import CAPTION_LIMIT, preview, split_text, utf16_len
 from bot.texts import Texts, number_of
 from storage import Task, TaskState
@@ -81,7 +83,7 @@ _NOT_FOR_USERS = re.compile(
 class DeliveryPolicy:
     max_text_messages: int = 3
     scan_interval: float = 5.0
-    messages_per_second: float = 20.0
+    messages_per_second: float = 30.0
     per_chat_interval: float = 1.0
     per_chat_burst: int = 3
     retry_backoff: float = 2.0
@@ -543,8 +545,13 @@ class DeliveryLoop:
     # --- progress ---------------------------------------------------------------------------
 
     async def show_progress(self) -> int:
-        """Edit acknowledgements to show new progress, at most one edit per interval per task."""
+        """Edit acknowledgements to show new progress, at most one edit per interval per task.
+
+        Skipped altogether while texts wait to be sent: they need the budget more.
+        """
         edited = 0
+        if self._queued:
+            return 0
         done: set[int] = set()
         for task in await self._outbox.progress_to_show(
             self._policy.progress_edit_interval, PROGRESS_BATCH
@@ -573,7 +580,7 @@ class DeliveryLoop:
                 chat_id=task.chat_id,
                 message_id=task.ack_message_id,
                 parse_mode=None,
-                rate_limit_args=NO_RETRIES,
+                rate_limit_args=PROGRESS_EDIT,
             )
         except RetryAfter:
             return False  # the chat is paused (bot.pauses); shown at a later scan

@@ -1,25 +1,29 @@
-"""PTB's AIORateLimiter, with 429s (RetryAfter) pausing the chat concerned instead of the bot.
+"""PTB's AIORateLimiter, with one budget for every call and 429s (RetryAfter) pausing the chat
+concerned instead of the bot.
 
-AIORateLimiter keeps the bot under Telegram's overall rate (`overall_max_rate` a second, for
-requests with a chat) and a group's per-minute limit; those limiters are used here as they
-are. What changes is RetryAfter: AIORateLimiter holds every request of the bot until the wait
+AIORateLimiter keeps a group's per-minute limit, used here as it is. The bot's overall rate
+(`overall_max_rate` a second) is a sliding window shared by every call that comes here, in
+priority order (bot.budget): answers to users first, texts second, progress edits last. The
+other change is RetryAfter: AIORateLimiter holds every request of the bot until the wait
 is over, so a 429 in one chat held every other chat. Here a 429 is recorded in a registry of
 pauses (bot.pauses), shared with the delivery loop, which pauses that chat only, or every chat
 when several chats get a 429 at once (Telegram's bot-wide limit).
 
-- Handler replies (the default `rate_limit_args`): a request waits out its chat's pause, is
-  sent, and after a 429 waits again and is resent, up to `max_retries` times, then raises.
-- `rate_limit_args=NO_RETRIES` (the delivery loop): a 429 is recorded and the RetryAfter raised
-  at once; a request whose chat is paused is not sent but raises `Paused` (a RetryAfter for the
-  time left). The delivery loop waits where it can also stop for a shutdown, and knows that
-  nothing was sent.
+- Handler replies (the default `rate_limit_args`, priority ANSWER): a request waits out its
+  chat's pause, is sent, and after a 429 waits again and is resent, up to `max_retries` times,
+  then raises.
+- `rate_limit_args=NO_RETRIES` (the delivery loop's texts, priority TEXT) and
+  `PROGRESS_EDIT` (its progress edits, priority PROGRESS): a 429 is recorded and the
+  RetryAfter raised at once; a request whose chat is paused is not sent but raises `Paused`
+  (a RetryAfter for the time left). The delivery loop waits where it can also stop for a
+  shutdown, and knows that nothing was sent.
 - Requests with no `chat_id` (setMyCommands, answerCallbackQuery; getUpdates never comes
   here) are never paused: they are not messages in a chat, and a callback answer held for a
   long pause would come too late. A 429 on one is waited out by that request alone.
 
-Relies on private names of AIORateLimiter (PTB pinned ~=22.8): `_base_limiter`,
-`_apb_limiter`, `_group_max_rate`, `_get_group_limiter` and `_max_retries`. Its
-`_run_request` and `_retry_after_event` (the bot-wide pause) are no longer used.
+Relies on private names of AIORateLimiter (PTB pinned ~=22.8): `_apb_limiter`,
+`_group_max_rate`, `_get_group_limiter` and `_max_retries`. Its `_base_limiter` (made with a
+rate of 0, so None), `_run_request` and `_retry_after_event` (the bot-wide pause) are not used.
 """
 
 from __future__ import annotations
@@ -35,14 +39,31 @@ from telegram._utils.types import JSONDict
 from telegram.error import RetryAfter
 from telegram.ext import AIORateLimiter, ExtBot
 
+from bot.budget import Priority, SlidingBudget
 from bot.pauses import ChatKey, Pauses, chat_key, retry_seconds
 
 log = logging.getLogger(__name__)
 
-#: Pass as `rate_limit_args` to get RetryAfter raised at once (PTB reads 0 as "not given").
+#: Pass as `rate_limit_args` to get RetryAfter raised at once (PTB reads 0 as "not given"):
+#: a text of the delivery loop, or (lowest priority) a progress edit.
 NO_RETRIES = -1
+PROGRESS_EDIT = -2
 
 Callback = Callable[..., Coroutine[Any, Any, bool | JSONDict | list[JSONDict]]]
+
+#: Set-up calls, made at start and not messages to anyone: outside the budget (as Telegram's
+#: bot-wide limit is about what the bot sends).
+SET_UP_ENDPOINTS = frozenset(
+    {
+        "getMe",
+        "setWebhook",
+        "deleteWebhook",
+        "getWebhookInfo",
+        "setMyCommands",
+        "setMyDescription",
+        "setMyShortDescription",
+    }
+)
 
 
 class Paused(RetryAfter):
@@ -52,10 +73,18 @@ class Paused(RetryAfter):
 
 
 class RateLimiter(AIORateLimiter):
-    __slots__ = ("pauses",)
+    __slots__ = ("budget", "pauses")
 
-    def __init__(self, *args: Any, pauses: Pauses | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        overall_max_rate: float = 30.0,
+        *,
+        max_retries: int = 0,
+        pauses: Pauses | None = None,
+    ) -> None:
+        # The overall rate is the budget's: AIORateLimiter's own leaky bucket is left out.
+        super().__init__(overall_max_rate=0, max_retries=max_retries)
+        self.budget = SlidingBudget(overall_max_rate)
         self.pauses = pauses if pauses is not None else Pauses()
 
     async def process_request(
@@ -73,11 +102,17 @@ class RateLimiter(AIORateLimiter):
         if chat is not None and (isinstance(chat, str) or chat < 0):
             group = chat
         paid = bool(data.get("allow_paid_broadcast", False))
-        raise_at_once = rate_limit_args == NO_RETRIES
+        priority = {NO_RETRIES: Priority.TEXT, PROGRESS_EDIT: Priority.PROGRESS}.get(
+            rate_limit_args or 0, Priority.ANSWER
+        )
+        raise_at_once = priority is not Priority.ANSWER
         retries = 0 if raise_at_once else (rate_limit_args or self._max_retries)
         for attempt in range(retries + 1):
             try:
-                return await self._send(chat, group, paid, raise_at_once, callback, args, kwargs)
+                budgeted = None if endpoint in SET_UP_ENDPOINTS else priority
+                return await self._send(
+                    chat, group, paid, raise_at_once, budgeted, callback, args, kwargs
+                )
             except Paused:
                 raise
             except RetryAfter as exc:
@@ -98,6 +133,7 @@ class RateLimiter(AIORateLimiter):
         group: ChatKey | bool,
         paid: bool,
         raise_at_once: bool,
+        priority: Priority | None,
         callback: Callback,
         args: Any,
         kwargs: dict[str, Any],
@@ -108,14 +144,13 @@ class RateLimiter(AIORateLimiter):
         limiters: list[contextlib.AbstractAsyncContextManager[Any]] = []
         if paid:
             limiters.append(self._apb_limiter)
-        else:
-            if group is not False and self._group_max_rate:
-                limiters.append(self._get_group_limiter(group))
-            if chat is not None and self._base_limiter is not None:
-                limiters.append(self._base_limiter)
+        elif group is not False and self._group_max_rate:
+            limiters.append(self._get_group_limiter(group))
         async with contextlib.AsyncExitStack() as stack:
             for limiter in limiters:
                 await stack.enter_async_context(limiter)
+            if priority is not None:  # None: a set-up call, outside the budget
+                await stack.enter_async_context(self.budget.place(priority))
             await self._wait_for_chat(chat, raise_at_once)
             return await callback(*args, **kwargs)
 

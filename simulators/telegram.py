@@ -218,6 +218,26 @@ _METHODS = (
     "getMyName",
 )
 _CANONICAL = {name.lower(): name for name in _METHODS}
+# Calls the bot-wide limit never counts (lower-case): polling, the webhook's set-up and the
+# bot's profile.
+_LIMIT_EXEMPT = frozenset(
+    {
+        "getupdates",
+        "getme",
+        "setwebhook",
+        "deletewebhook",
+        "getwebhookinfo",
+        "setmycommands",
+        "getmycommands",
+        "deletemycommands",
+        "setmydescription",
+        "getmydescription",
+        "setmyshortdescription",
+        "getmyshortdescription",
+        "setmyname",
+        "getmyname",
+    }
+)
 # Methods `fault_hook` never applies to (lower-case): start-up (the bot's profile included),
 # polling and callback answers.
 _HOOK_EXEMPT = frozenset(
@@ -1313,6 +1333,12 @@ class FakeTelegram(SimulatorServer):
         self.injected_faults: dict[str, int] = {}  # TelegramFaults from fault_hook, per method
         self.injected_delays: dict[str, int] = {}  # TelegramDelays from fault_hook, per method
         self.held_replies = 0  # replies being held right now (delay_next or TelegramDelay)
+        # Telegram's bot-wide limit, enforced strictly: past this many calls in any sliding
+        # second (all but polling, webhook set-up and the bot's profile), 429 retry_after 1.
+        # None: no limit. `over_limit` counts those 429s.
+        self.max_requests_per_second: float | None = None
+        self.over_limit = 0
+        self._recent: deque[float] = deque()
         # state
         self._chats: dict[int, _Chat] = {}
         self._blocked: set[int] = set()
@@ -1889,6 +1915,9 @@ class FakeTelegram(SimulatorServer):
                 elif isinstance(injected, TelegramDelay):
                     delay = injected
                     self.injected_delays[lowered] = self.injected_delays.get(lowered, 0) + 1
+        if fault is None and self._past_the_limit(name):
+            self.over_limit += 1
+            return self._error(429, "Too Many Requests: retry after 1", 1)
         if fault is not None:
             return self._error(fault.status, fault.description, fault.retry_after)
         if delay is not None and delay.before:
@@ -1903,6 +1932,18 @@ class FakeTelegram(SimulatorServer):
         if delay is not None and not delay.before:
             await self._hold(delay.seconds)
         return response
+
+    def _past_the_limit(self, name: str) -> bool:
+        if self.max_requests_per_second is None or name.lower() in _LIMIT_EXEMPT:
+            return False
+        moment = time.monotonic()
+        recent = self._recent
+        while recent and recent[0] <= moment - 1.0:
+            recent.popleft()
+        if len(recent) >= self.max_requests_per_second:
+            return True
+        recent.append(moment)
+        return False
 
     async def _hold(self, seconds: float) -> None:
         """Hold a reply; the handler runs to the end even if the client goes away meanwhile."""
