@@ -1338,6 +1338,7 @@ class FakeTelegram(SimulatorServer):
         # None: no limit. `over_limit` counts those 429s.
         self.max_requests_per_second: float | None = None
         self.over_limit = 0
+        self.counted_calls: list[float] = []  # when each call the limit counts was accepted
         self._recent: deque[float] = deque()
         # state
         self._chats: dict[int, _Chat] = {}
@@ -1943,6 +1944,7 @@ class FakeTelegram(SimulatorServer):
         if len(recent) >= self.max_requests_per_second:
             return True
         recent.append(moment)
+        self.counted_calls.append(moment)
         return False
 
     async def _hold(self, seconds: float) -> None:

@@ -23,6 +23,7 @@ def test_the_benchmark_runs_and_reports_every_figure() -> None:
             "--timeout=30",
             "--flood-messages=30",
             "--flood-others=2",
+            "--backlog-users=5",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -38,5 +39,7 @@ def test_the_benchmark_runs_and_reports_every_figure() -> None:
         "Coze runs: 5",
         "flood: one user sends 30 messages",
         "others' paste -> acknowledgement",
+        "backlog: 5 users paste at once",
+        "of the budget; 429s: 0",
     ):
         assert figure in done.stdout, done.stdout
