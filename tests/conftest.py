@@ -1,15 +1,24 @@
-"""Shared fixtures: the two simulators on OS-chosen ports, settings on a temporary SQLite
-file, and the whole bot running in this event loop against them."""
+"""Shared fixtures: the two simulators on OS-chosen ports, settings on a database of the test's
+own, and the whole bot running in this event loop against them.
+
+The database is a SQLite file in the test's temporary directory. In a module (or test) marked
+`pytest.mark.postgres`, every test that uses one (through `settings`, `bot`, `database_url` or
+`empty_database_url`) runs twice, `[sqlite]` and `[postgres]`, the second on a fresh PostgreSQL
+database; marked `pytest.mark.postgres_only`, it runs on PostgreSQL alone. The [postgres] runs
+need TEST_DATABASE_URL to name a server (tests/databases.py); without one they are deselected.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 from bot.config import Settings
 from bot.runtime import RunningBot, running_bot
@@ -17,6 +26,7 @@ from simulators.coze import FakeCoze
 from simulators.settings import bot_settings
 from simulators.telegram import FakeTelegram, SentMessage
 from storage import Task
+from tests import databases
 
 CALLBACK_SECRET = "test-callback-secret-0123456789"
 USER = 1001
@@ -38,10 +48,16 @@ TEST_PAUSES: dict[str, dict[str, Any]] = {
 
 
 def make_settings(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, /, **sections: dict[str, Any]
+    database: Path | str, telegram: FakeTelegram, coze: FakeCoze, /, **sections: dict[str, Any]
 ) -> Settings:
-    """Settings for a bot on these simulators; `sections` override keys (e.g. tasks={...})."""
-    raw: dict[str, Any] = bot_settings(telegram, coze, tmp_path, callback_secret=CALLBACK_SECRET)
+    """Settings for a bot on these simulators; `sections` override keys (e.g. tasks={...}).
+
+    `database` is the `database_url` fixture's URL, or a directory for a SQLite file.
+    """
+    raw: dict[str, Any] = bot_settings(telegram, coze, Path(), callback_secret=CALLBACK_SECRET)
+    raw["storage"]["database_url"] = (
+        database if isinstance(database, str) else databases.sqlite_url(database)
+    )
     # Pauses scaled down so that a test of a retry or a backoff takes a fraction of a second;
     # tests of pacing itself set their own.
     for section, values in TEST_PAUSES.items():
@@ -49,6 +65,100 @@ def make_settings(
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values)
     return Settings.model_validate(raw)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that uses a database runs on each one its marker asks for: `postgres`, SQLite
+    and PostgreSQL; `postgres_only`, PostgreSQL alone."""
+    if "database_kind" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("postgres_only"):
+        metafunc.parametrize("database_kind", [databases.POSTGRES], indirect=True)
+    elif metafunc.definition.get_closest_marker("postgres"):
+        metafunc.parametrize("database_kind", [databases.SQLITE, databases.POSTGRES], indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without a PostgreSQL server, the [postgres] runs are left out (deselected): the one line
+    saying so is tests/test_databases.py's skip."""
+    if databases.postgres_problem() is None:
+        return
+    left_out = [item for item in items if databases.POSTGRES in _database_kinds(item)]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if databases.POSTGRES not in _database_kinds(item)]
+
+
+def _database_kinds(item: pytest.Item) -> set[str]:
+    callspec = getattr(item, "callspec", None)
+    return (
+        {callspec.params["database_kind"]}
+        if callspec and "database_kind" in callspec.params
+        else set()
+    )
+
+
+@pytest.fixture
+def database_kind(request: pytest.FixtureRequest) -> str:
+    """Which database the test runs on: SQLite unless its marker asks for PostgreSQL."""
+    return str(getattr(request, "param", databases.SQLITE))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, made once per test process: each test's file is a copy."""
+    return databases.create_sqlite_template(tmp_path_factory.mktemp("template"))
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A migrated PostgreSQL database, made once per test process: each test's is a copy."""
+    name = databases.create_postgres_template()
+    try:
+        yield name
+    finally:
+        databases.drop_database(databases.url_of(name))
+
+
+@pytest.fixture
+def database_url(
+    request: pytest.FixtureRequest, database_kind: str, tmp_path: Path
+) -> Iterator[str]:
+    """The test's own database, migrated and empty: the same one across restarts of the bot in
+    the test."""
+    if database_kind == databases.SQLITE:
+        template = request.getfixturevalue("sqlite_template")
+        made: contextlib.AbstractContextManager[str] = contextlib.nullcontext(
+            databases.sqlite_database(template, tmp_path)
+        )
+    else:
+        made = databases.postgres_database(request.getfixturevalue("postgres_template"))
+    with made as url, fresh_orm():
+        yield url
+
+
+@pytest.fixture
+def empty_database_url(database_kind: str, tmp_path: Path) -> Iterator[str]:
+    """The test's own database with no tables at all (a first start migrates it)."""
+    if database_kind == databases.SQLITE:
+        made: contextlib.AbstractContextManager[str] = contextlib.nullcontext(
+            databases.sqlite_url(tmp_path, "empty.sqlite3")
+        )
+    else:
+        made = databases.postgres_database(None)
+    with made as url, fresh_orm():
+        yield url
+
+
+@contextlib.contextmanager
+def fresh_orm() -> Iterator[None]:
+    # Tortoise caches each model's INSERT per connection name ("default"), not per dialect:
+    # after a SQLite test, PostgreSQL would get "?" placeholders (and the other way round).
+    EXECUTOR_CACHE.clear()
+    try:
+        yield
+    finally:
+        EXECUTOR_CACHE.clear()
 
 
 @pytest_asyncio.fixture
@@ -68,8 +178,8 @@ async def coze() -> AsyncIterator[FakeCoze]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze) -> Settings:
-    return make_settings(tmp_path, telegram, coze)
+def settings(database_url: str, telegram: FakeTelegram, coze: FakeCoze) -> Settings:
+    return make_settings(database_url, telegram, coze)
 
 
 @pytest_asyncio.fixture

@@ -1,7 +1,8 @@
 """Claims across instances (storage.claims), on a real database: two instances, Ann's and Bob's,
 share it. Whatever one of them holds, the other neither sees as due nor can claim, until the
 holder lets it go or its lease runs out; an instance restarted under its own name takes its
-claims back at once. On SQLite and, when one answers, on PostgreSQL (with its advisory lock).
+claims back at once. On SQLite and, when TEST_DATABASE_URL names a server, on PostgreSQL (with
+its advisory lock: tests/databases.py).
 """
 
 from __future__ import annotations
@@ -10,45 +11,28 @@ import asyncio
 import datetime as dt
 import itertools
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from tortoise.backends.base.executor import EXECUTOR_CACHE
+from tortoise import connections
 from tortoise.timezone import now
 
-from storage import ChatLease, InboxUpdate, Task, TaskState, claims, repository
+from storage import ChatLease, InboxUpdate, Task, TaskState, claims, open_database, repository
 from storage.claims import Lease
 from storage.locks import AdvisoryLock, libpq_url, lock_key
 from storage.repository import ApplyResult, Outcome
 from tasks.access import AccessList
 from tasks.preferences import Preferences
-from tests.test_history_storage import POSTGRES_PROBLEM, _open_empty, postgres_url  # noqa: F401
-
-
-@pytest.fixture(params=["sqlite"] if POSTGRES_PROBLEM else ["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite://{tmp_path}/claims.sqlite3"
-    return str(request.getfixturevalue("postgres_url"))
 
 
 @pytest_asyncio.fixture
 async def database(database_url: str) -> AsyncIterator[str]:
-    EXECUTOR_CACHE.clear()
-    try:
-        async with _open_empty(database_url) as dialect:
-            yield dialect
-    finally:
-        EXECUTOR_CACHE.clear()
+    """The test's database open (migrated), empty; yields its dialect."""
+    async with open_database(database_url):
+        yield connections.get("default").capabilities.dialect
 
 
-@pytest.fixture
-def postgres_only(postgres_url: str) -> str:  # noqa: F811
-    return postgres_url
-
-
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
 
 LEASE = 30.0
 ANN = Lease("ann:8080", LEASE)
@@ -265,10 +249,11 @@ async def test_the_lock_url_and_key() -> None:
     assert -(2**63) <= lock_key("link2text:telegram-polling") < 2**63
 
 
+@pytest.mark.postgres_only
 async def test_one_instance_holds_the_polling_lock_and_another_takes_it_when_it_dies(
-    postgres_only: str,
+    database_url: str,
 ) -> None:
-    ann, bob = AdvisoryLock(postgres_only, "poll"), AdvisoryLock(postgres_only, "poll")
+    ann, bob = AdvisoryLock(database_url, "poll"), AdvisoryLock(database_url, "poll")
     try:
         assert await ann.try_acquire()
         assert not await bob.try_acquire()

@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -473,9 +472,9 @@ def test_text_that_is_not_json_stays_as_it_is() -> None:
 # ---- through the bot: a run whose callback is lost settles from its run history ---------------
 
 
-def quick_checks(tmp_path: Path, chat: Conversation, coze: FakeCoze) -> Settings:
+def quick_checks(database_url: str, chat: Conversation, coze: FakeCoze) -> Settings:
     return make_settings(
-        tmp_path,
+        database_url,
         chat.telegram,
         coze,
         tasks={"reconcile_after_seconds": 0.05, "max_check_interval_seconds": 0.1},
@@ -488,11 +487,11 @@ def text_sent(chat: Conversation) -> str:
 
 @pytest.mark.asyncio
 async def test_the_bot_settles_a_task_from_the_documented_reply(
-    tmp_path: Path, chat: Conversation, coze: FakeCoze
+    database_url: str, chat: Conversation, coze: FakeCoze
 ) -> None:
     coze.history_shape = "documented"
     coze.outcome_for = lambda url: WorkflowOutcome(text=TEXT, callback="lose")
-    async with running_bot(quick_checks(tmp_path, chat, coze)):
+    async with running_bot(quick_checks(database_url, chat, coze)):
         chat.send("https://v.douyin.com/documented/")
         await delivered()
         task = await Task.get(id=1)
@@ -502,12 +501,12 @@ async def test_the_bot_settles_a_task_from_the_documented_reply(
 
 @pytest.mark.asyncio
 async def test_the_bot_settles_a_task_from_a_trimmed_output(
-    tmp_path: Path, chat: Conversation, coze: FakeCoze
+    database_url: str, chat: Conversation, coze: FakeCoze
 ) -> None:
     coze.history_shape = "documented"
     text = "".join(f"Paragraph {n}: words said in the video.\n" for n in range(100))
     coze.outcome_for = lambda url: WorkflowOutcome(text=text, callback="lose", trim_output_at=1500)
-    async with running_bot(quick_checks(tmp_path, chat, coze)):
+    async with running_bot(quick_checks(database_url, chat, coze)):
         chat.send("https://v.douyin.com/trimmed/")
         await delivered()
         task = await Task.get(id=1)
@@ -529,7 +528,7 @@ async def test_the_bot_settles_a_task_from_a_trimmed_output(
     ids=["4102", "700012006"],
 )
 async def test_a_refused_history_check_is_made_again_later(
-    tmp_path: Path,
+    database_url: str,
     chat: Conversation,
     coze: FakeCoze,
     caplog: pytest.LogCaptureFixture,
@@ -540,7 +539,7 @@ async def test_a_refused_history_check_is_made_again_later(
     coze.outcome_for = lambda url: WorkflowOutcome(text=TEXT, callback="lose")
     coze.fail_next_history_with(fault, count=2)
     caplog.set_level(logging.INFO)
-    async with running_bot(quick_checks(tmp_path, chat, coze)):
+    async with running_bot(quick_checks(database_url, chat, coze)):
         chat.send("https://v.douyin.com/refused/")
         await delivered()
         assert (await Task.get(id=1)).state == TaskState.COMPLETED

@@ -13,7 +13,6 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -45,12 +44,12 @@ THREE_MESSAGES_OF_TEXT = "\n\n".join(
 
 
 @pytest.fixture
-def bot_with(tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze) -> Callable[..., Any]:
+def bot_with(database_url: str, telegram: FakeTelegram, coze: FakeCoze) -> Callable[..., Any]:
     """Run the bot with some settings changed: `async with bot_with(tasks={...}):`."""
 
     @asynccontextmanager
     async def run(**sections: dict[str, Any]) -> AsyncIterator[RunningBot]:
-        async with running_bot(make_settings(tmp_path, telegram, coze, **sections)) as running:
+        async with running_bot(make_settings(database_url, telegram, coze, **sections)) as running:
             yield running
 
     return run

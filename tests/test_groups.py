@@ -7,7 +7,6 @@ group, so what the bot ignores below it ignores by itself, not because Telegram 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -408,10 +407,10 @@ async def test_the_rule(update: dict[str, Any], acted_on: bool) -> None:
 
 
 async def test_group_chatter_never_counts_against_the_message_limit_or_the_allow_list(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze
 ) -> None:
     settings = make_settings(
-        tmp_path,
+        database_url,
         telegram,
         coze,
         limits={"max_messages_per_user_per_minute": 3},

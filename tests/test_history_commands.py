@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -155,8 +154,8 @@ FAST = {"max_messages_per_second": 1000.0}
 
 
 @pytest.fixture
-def settings(tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze) -> Settings:
-    return make_settings(tmp_path, telegram, coze, delivery=FAST)
+def settings(database_url: str, telegram: FakeTelegram, coze: FakeCoze) -> Settings:
+    return make_settings(database_url, telegram, coze, delivery=FAST)
 
 
 @pytest.fixture
@@ -707,10 +706,10 @@ async def test_in_a_group_only_the_owner_gets_a_text_as_a_file(
 
 
 async def test_always_as_a_file_survives_a_restart_and_can_be_switched_back(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, ann: Chat, bob: Chat
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze, ann: Chat, bob: Chat
 ) -> None:
     coze.outcome_for = outcome
-    settings = make_settings(tmp_path, telegram, coze, delivery=FAST)
+    settings = make_settings(database_url, telegram, coze, delivery=FAST)
     async with running_bot(settings):
         menu = await ann.ask("/settings")
         assert menu.text == "Texts come as messages (long ones as .txt files)."

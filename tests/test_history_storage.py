@@ -1,7 +1,6 @@
 """storage.history against real databases: a SQLite file in a temporary directory, and
-PostgreSQL when one answers (TEST_POSTGRES_URL, by default postgres://postgres@127.0.0.1:5432/
-test; the tests run in a database of their own, made and dropped here). Without PostgreSQL its
-half is skipped with one line saying so.
+PostgreSQL when TEST_DATABASE_URL names a server (each test on a fresh database of its own:
+tests/databases.py).
 
 Every test is about one user's rows: pages, numbers, search, deleting. Each one also keeps a
 second user with the same numbers and texts, who must never show up and never lose anything.
@@ -9,20 +8,13 @@ second user with the same numbers and texts, who must never show up and never lo
 
 from __future__ import annotations
 
-import asyncio
-import os
-import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
 from tortoise import Tortoise, connections
-from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.migrations.api import migrate
 
 from storage import Task, TaskState, open_database, repository
@@ -41,96 +33,19 @@ from storage.history import (
 from storage.models import InboxUpdate, TaskRun, User
 from storage.repository import ApplyResult, Outcome
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
 
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 ANN, BOB = 11, 22
 _run_ids = iter(range(1, 1_000_000))
 
 
-# --- databases ------------------------------------------------------------------------------
-
-
-def _in_thread(coro: Any) -> Any:
-    """Run a coroutine on an event loop of its own (pytest-asyncio's loops stay untouched)."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
-async def _admin(sql: str) -> None:
-    import asyncpg  # type: ignore[import-untyped,import-not-found,unused-ignore]
-
-    conn = await asyncpg.connect(POSTGRES_URL, timeout=3)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def _postgres_problem() -> str | None:
-    """Why the PostgreSQL half cannot run (no asyncpg, no server), or None."""
-    try:
-        _in_thread(_admin("SELECT 1"))
-    except Exception as exc:
-        return f"POSTGRESQL NOT REACHABLE at {POSTGRES_URL} ({type(exc).__name__}: {exc}): skipped"
-    return None
-
-
-POSTGRES_PROBLEM = _postgres_problem()
-
-
-async def test_postgresql_runs_the_other_half() -> None:
-    """The one line that says the PostgreSQL half was skipped, and why."""
-    if POSTGRES_PROBLEM:
-        pytest.skip(POSTGRES_PROBLEM)
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A database of our own on the PostgreSQL server, dropped at the end."""
-    name = f"test_history_{secrets.token_hex(4)}"
-    _in_thread(_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        _in_thread(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture(params=["sqlite"] if POSTGRES_PROBLEM else ["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite://{tmp_path}/history.sqlite3"
-    return str(request.getfixturevalue("postgres_url"))
-
-
 @pytest_asyncio.fixture
 async def db(database_url: str) -> AsyncIterator[str]:
-    """The database open (migrated), empty, with users Ann and Bob; yields its dialect."""
-    # Tortoise caches each model's INSERT per connection name ("default"), not per dialect:
-    # after a SQLite test, PostgreSQL would get "?" placeholders (and the other way round).
-    EXECUTOR_CACHE.clear()
-    try:
-        async with _open_empty(database_url) as dialect:
-            yield dialect
-    finally:
-        EXECUTOR_CACHE.clear()
-
-
-@asynccontextmanager
-async def _open_empty(database_url: str) -> AsyncIterator[str]:
+    """The test's database open (migrated), empty, with users Ann and Bob; yields its dialect."""
     async with open_database(database_url):
-        conn = connections.get("default")
-        dialect = conn.capabilities.dialect
-        if dialect == "postgres":  # one database for the session: start from empty
-            rows = await conn.execute_query_dict(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-                " AND tablename <> 'tortoise_migrations'"
-            )
-            tables = ", ".join(f'"{row["tablename"]}"' for row in rows)
-            await conn.execute_script(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
         await repository.upsert_user(ANN, "Ann", "ann")
         await repository.upsert_user(BOB, "Bob", "bob")
-        yield dialect
+        yield connections.get("default").capabilities.dialect
 
 
 # --- making tasks ---------------------------------------------------------------------------

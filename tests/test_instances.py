@@ -3,17 +3,14 @@
 The one holding the polling lock polls; killed (SIGKILL), it leaves a run in flight whose
 callback can no longer reach it. The other instance takes over polling, answers the user's next
 message, settles the dead instance's run from Coze's run history and delivers its text: once
-each, nothing stuck. PostgreSQL only (the polling lock is PostgreSQL's); skipped with one line
-where no server answers.
+each, nothing stuck. PostgreSQL only (the polling lock is PostgreSQL's), on a fresh database of
+the test's own when TEST_DATABASE_URL names a server (tests/databases.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,28 +22,10 @@ from simulators.soak import BotProcess, free_port, soak_sections, write_config
 from simulators.telegram import FakeTelegram, SentMessage
 from tests.test_crash import FAST_PAUSES, until
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgres_only]
 
 USER = 1001
 LEASE_SECONDS = 3.0
-SERVER = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
-
-
-@asynccontextmanager
-async def fresh_postgres_database() -> AsyncIterator[str]:
-    try:
-        import asyncpg  # type: ignore[import-untyped,import-not-found,unused-ignore]
-
-        admin = await asyncpg.connect(SERVER.replace("postgres://", "postgresql://"), timeout=3)
-    except Exception as exc:
-        pytest.skip(f"POSTGRESQL NOT REACHABLE at {SERVER} ({type(exc).__name__}): skipped")
-    name = f"test_instances_{secrets.token_hex(4)}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield SERVER.rsplit("/", 1)[0] + "/" + name
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 class Instance:
@@ -72,18 +51,17 @@ class Instance:
 
 @pytest_asyncio.fixture
 async def pair(
-    telegram: FakeTelegram, coze: FakeCoze, tmp_path: Path
+    telegram: FakeTelegram, coze: FakeCoze, tmp_path: Path, empty_database_url: str
 ) -> AsyncIterator[tuple[Instance, Instance]]:
-    async with fresh_postgres_database() as database_url:
-        first, second = Instance("first", tmp_path), Instance("second", tmp_path)
+    first, second = Instance("first", tmp_path), Instance("second", tmp_path)
+    for instance in (first, second):
+        instance.configure(telegram, coze, empty_database_url)
+    try:
+        yield first, second
+    finally:
         for instance in (first, second):
-            instance.configure(telegram, coze, database_url)
-        try:
-            yield first, second
-        finally:
-            for instance in (first, second):
-                instance.process.force_kill()
-                await instance.process.stop(grace=2.0)
+            instance.process.force_kill()
+            await instance.process.stop(grace=2.0)
 
 
 def texts_of(telegram: FakeTelegram, link: str) -> list[SentMessage]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,17 +24,19 @@ def words_of(url: str) -> WorkflowOutcome:
     return WorkflowOutcome(text=f"The words of the video, run at {url}")
 
 
-def settings_for(tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, **limits: Any) -> Any:
-    return make_settings(tmp_path, telegram, coze, limits=limits)
+def settings_for(database_url: str, telegram: FakeTelegram, coze: FakeCoze, **limits: Any) -> Any:
+    return make_settings(database_url, telegram, coze, limits=limits)
 
 
 async def test_the_same_video_shared_again_is_answered_at_once_and_refresh_runs_it_anew(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze
 ) -> None:
     coze.outcome_for = words_of
     ann, bob = Conversation(telegram, USER), Conversation(telegram, OTHER_USER)
     # Bob may start one task a day: an answer from the database costs him none.
-    async with running_bot(settings_for(tmp_path, telegram, coze, max_tasks_per_user_per_day=1)):
+    async with running_bot(
+        settings_for(database_url, telegram, coze, max_tasks_per_user_per_day=1)
+    ):
         ann.send(f"看这个 {VIDEO}?spm_id_from=333.1007.tianma.1-1-1.click&vd_source=abc")
         await ann.wait_for_messages(2)
         await delivered(1)
@@ -64,7 +65,7 @@ async def test_the_same_video_shared_again_is_answered_at_once_and_refresh_runs_
 
 
 async def test_a_failed_or_old_extraction_is_not_reused_and_zero_turns_reuse_off(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze
 ) -> None:
     coze.outcome_for = lambda url: (
         WorkflowOutcome(status="Fail", error_message="video unavailable")
@@ -73,13 +74,13 @@ async def test_a_failed_or_old_extraction_is_not_reused_and_zero_turns_reuse_off
     )
     ann, bob = Conversation(telegram, USER), Conversation(telegram, OTHER_USER)
     carol = Conversation(telegram, THIRD_USER)
-    async with running_bot(make_settings(tmp_path, telegram, coze, cache={"reuse_hours": 0})):
+    async with running_bot(make_settings(database_url, telegram, coze, cache={"reuse_hours": 0})):
         ann.send(VIDEO)
         await ann.wait_for_messages(2)
         bob.send(VIDEO)
         await bob.wait_for_messages(2)
         assert len(coze.runs) == 2  # reuse is off
-    async with running_bot(make_settings(tmp_path, telegram, coze)):
+    async with running_bot(make_settings(database_url, telegram, coze)):
         ann.send("https://v.douyin.com/fails/")
         await ann.wait_for_messages(4)
         bob.send("https://v.douyin.com/fails/")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from bot import texts
@@ -117,10 +115,10 @@ async def test_each_user_has_their_own_task_numbers(
 
 
 async def test_new_buttons_name_the_owner_and_old_ones_still_work(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
 ) -> None:
     """A Retry button sent before the per-user numbers carries the task id: still honoured."""
-    async with running_bot(make_settings(tmp_path, telegram, coze)):
+    async with running_bot(make_settings(database_url, telegram, coze)):
         chat.send("https://v.douyin.com/old-button/")
         text = (await chat.wait_for_messages(2))[1]
         answer = await chat.answer_to(chat.press(text, "retry:1"))

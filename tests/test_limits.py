@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,14 +37,14 @@ NO_LIMITS = {
 
 @asynccontextmanager
 async def bot_with(
-    tmp_path: Path,
+    database_url: str,
     telegram: FakeTelegram,
     coze: FakeCoze,
     limits: dict[str, Any] | None = None,
     access: dict[str, Any] | None = None,
 ) -> AsyncIterator[RunningBot]:
     settings = make_settings(
-        tmp_path, telegram, coze, limits={**NO_LIMITS, **(limits or {})}, access=access or {}
+        database_url, telegram, coze, limits={**NO_LIMITS, **(limits or {})}, access=access or {}
     )
     async with running_bot(settings) as running:
         yield running
@@ -61,10 +60,10 @@ def link(n: int) -> str:
 
 
 async def test_a_link_past_the_active_tasks_limit_is_refused_and_nothing_started(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
 ) -> None:
     slow(coze)
-    async with bot_with(tmp_path, telegram, coze, {"max_active_tasks_per_user": 2}):
+    async with bot_with(database_url, telegram, coze, {"max_active_tasks_per_user": 2}):
         chat.send(f"{link(1)} {link(2)} {link(3)}")
         (ack,) = await chat.wait_for_messages(1)
         assert ack.text is not None
@@ -79,9 +78,9 @@ async def test_a_link_past_the_active_tasks_limit_is_refused_and_nothing_started
 
 
 async def test_past_the_daily_limit_the_user_is_told_when_the_next_task_is_possible(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
 ) -> None:
-    async with bot_with(tmp_path, telegram, coze, {"max_tasks_per_user_per_day": 2}):
+    async with bot_with(database_url, telegram, coze, {"max_tasks_per_user_per_day": 2}):
         chat.send(link(1))
         await chat.wait_for_messages(2)
         chat.send(link(2))
@@ -102,9 +101,9 @@ async def test_past_the_daily_limit_the_user_is_told_when_the_next_task_is_possi
 
 
 async def test_too_many_messages_a_minute_get_one_notice_then_silence(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
 ) -> None:
-    async with bot_with(tmp_path, telegram, coze, {"max_messages_per_user_per_minute": 3}):
+    async with bot_with(database_url, telegram, coze, {"max_messages_per_user_per_minute": 3}):
         for n in range(3):
             chat.send(f"hello {n}")
         await chat.wait_for_messages(3)
@@ -123,11 +122,11 @@ async def test_too_many_messages_a_minute_get_one_notice_then_silence(
 
 
 async def test_past_the_concurrent_runs_the_task_waits_its_turn_in_arrival_order(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
 ) -> None:
     coze.outcome_for = lambda url: WorkflowOutcome(text=f"words of {url}", duration=0.5)
     other = Conversation(telegram, OTHER_USER)
-    async with bot_with(tmp_path, telegram, coze, {"max_concurrent_runs": 1}):
+    async with bot_with(database_url, telegram, coze, {"max_concurrent_runs": 1}):
         chat.send(link(1))
         (ack1,) = await chat.wait_for_messages(1)
         other.send(link(2))
@@ -147,12 +146,12 @@ async def test_past_the_concurrent_runs_the_task_waits_its_turn_in_arrival_order
 
 
 async def test_admins_are_exempt_from_quotas(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze
 ) -> None:
     slow(coze)
     admin = Conversation(telegram, ADMIN)
     async with bot_with(
-        tmp_path,
+        database_url,
         telegram,
         coze,
         {"max_active_tasks_per_user": 1, "max_messages_per_user_per_minute": 1},
@@ -166,12 +165,12 @@ async def test_admins_are_exempt_from_quotas(
 
 
 async def test_blocked_users_are_ignored_and_admins_block_and_unblock(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
 ) -> None:
     admin = Conversation(telegram, ADMIN)
     other = Conversation(telegram, OTHER_USER)
     access = {"admins": [ADMIN], "blocked_users": [OTHER_USER]}
-    async with bot_with(tmp_path, telegram, coze, access=access):
+    async with bot_with(database_url, telegram, coze, access=access):
         other.send(link(1))
         chat.send("/block 2")  # not an admin: an unknown command, nothing changes
         admin.send(f"/unblock {OTHER_USER}")
@@ -192,7 +191,7 @@ async def test_blocked_users_are_ignored_and_admins_block_and_unblock(
         await admin.wait_for_messages(7)
         assert all((m.text or "").startswith("Send /block ID") for m in admin.messages[3:7])
     # Kept in the database, over the config's list, after a restart.
-    async with bot_with(tmp_path, telegram, coze, access=access):
+    async with bot_with(database_url, telegram, coze, access=access):
         chat.send(link(3))
         other.send(link(4))
         await other.wait_for_messages(4)
@@ -202,10 +201,10 @@ async def test_blocked_users_are_ignored_and_admins_block_and_unblock(
 
 
 async def test_with_an_allow_list_others_get_one_polite_sentence(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
 ) -> None:
     other = Conversation(telegram, OTHER_USER)
-    async with bot_with(tmp_path, telegram, coze, access={"allowed_users": [OTHER_USER]}):
+    async with bot_with(database_url, telegram, coze, access={"allowed_users": [OTHER_USER]}):
         chat.send(link(1))
         (answer,) = await chat.wait_for_messages(1)
         assert answer.text is not None and "only open to invited users" in answer.text
@@ -217,10 +216,10 @@ async def test_with_an_allow_list_others_get_one_polite_sentence(
 
 
 async def test_stats_for_admins_only(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
 ) -> None:
     admin = Conversation(telegram, ADMIN)
-    async with bot_with(tmp_path, telegram, coze, access={"admins": [ADMIN]}):
+    async with bot_with(database_url, telegram, coze, access={"admins": [ADMIN]}):
         chat.send(link(1))
         await chat.wait_for_messages(2)
         await eventually(_delivered(1), what="task 1 delivered")
@@ -238,11 +237,11 @@ async def test_stats_for_admins_only(
 
 
 async def test_one_flooding_user_gets_few_runs_and_does_not_hold_up_another(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
 ) -> None:
     """200 messages of links in a burst, with the default limits."""
     slow(coze, 5.0)
-    settings = make_settings(tmp_path, telegram, coze, limits=LimitSettings().model_dump())
+    settings = make_settings(database_url, telegram, coze, limits=LimitSettings().model_dump())
     other = Conversation(telegram, OTHER_USER)
     async with running_bot(settings):
         for n in range(200):
@@ -290,7 +289,7 @@ async def _quiet(telegram: FakeTelegram) -> bool:
     ],
 )
 async def test_a_refused_link_gets_its_reason_and_no_task(
-    tmp_path: Path,
+    database_url: str,
     telegram: FakeTelegram,
     coze: FakeCoze,
     chat: Conversation,
@@ -298,7 +297,7 @@ async def test_a_refused_link_gets_its_reason_and_no_task(
     words: str,
 ) -> None:
     limits = {"allowed_hosts": ["douyin.com", "b23.tv"]}
-    async with bot_with(tmp_path, telegram, coze, limits):
+    async with bot_with(database_url, telegram, coze, limits):
         chat.send(f"看看 {sent}")
         (answer,) = await chat.wait_for_messages(1)
         assert answer.text is not None and words in answer.text

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
@@ -47,9 +46,9 @@ async def test_pending_tasks_are_started_and_unsent_outcomes_sent_after_a_restar
 
 
 async def test_stopping_hands_back_a_start_waiting_to_retry_and_a_restart_finishes_it(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
 ) -> None:
-    settings = make_settings(tmp_path, telegram, coze, coze={"start_backoff_seconds": 30.0})
+    settings = make_settings(database_url, telegram, coze, coze={"start_backoff_seconds": 30.0})
     coze.fail_next_start(4009, "busy, says the test")
     async with running_bot(settings):
         chat.send("https://v.douyin.com/busy/")
@@ -66,9 +65,9 @@ async def test_stopping_hands_back_a_start_waiting_to_retry_and_a_restart_finish
 
 
 async def test_stopping_while_telegram_asks_to_wait_keeps_the_outcome_for_the_restart(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
 ) -> None:
-    settings = make_settings(tmp_path, telegram, coze)
+    settings = make_settings(database_url, telegram, coze)
     coze.outcome_for = lambda url: WorkflowOutcome(text="kept for later", duration=0.3)
     async with running_bot(settings):
         chat.send("https://v.douyin.com/throttled/")
@@ -92,9 +91,9 @@ async def test_stopping_while_telegram_asks_to_wait_keeps_the_outcome_for_the_re
 
 
 async def test_a_run_that_finished_while_the_bot_was_down_is_settled_after_restart(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
 ) -> None:
-    settings = make_settings(tmp_path, telegram, coze, tasks={"reconcile_after_seconds": 0.3})
+    settings = make_settings(database_url, telegram, coze, tasks={"reconcile_after_seconds": 0.3})
     coze.callback_retries = 0
     coze.outcome_for = lambda url: WorkflowOutcome(text="done while down", duration=0.5)
     async with running_bot(settings):
@@ -111,9 +110,9 @@ async def test_a_run_that_finished_while_the_bot_was_down_is_settled_after_resta
 
 
 async def test_updates_handled_before_a_restart_are_not_handled_again(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
 ) -> None:
-    settings = make_settings(tmp_path, telegram, coze)
+    settings = make_settings(database_url, telegram, coze)
     async with running_bot(settings):
 
         async def polling() -> bool:
@@ -132,9 +131,9 @@ async def test_updates_handled_before_a_restart_are_not_handled_again(
 
 
 async def test_an_update_replayed_after_a_crash_makes_no_second_task_or_answer(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
 ) -> None:
-    settings = make_settings(tmp_path, telegram, coze)
+    settings = make_settings(database_url, telegram, coze)
     async with running_bot(settings):
         chat.send("https://v.douyin.com/replayed/")
         await delivered()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,7 +109,7 @@ async def test_passing_trouble_at_start_is_tried_again_and_the_text_arrives(
 
 
 async def test_risk_control_at_start_is_tried_again_with_growing_pauses(
-    tmp_path: Path, chat: Conversation, coze: FakeCoze, caplog: pytest.LogCaptureFixture
+    database_url: str, chat: Conversation, coze: FakeCoze, caplog: pytest.LogCaptureFixture
 ) -> None:
     coze.fail_next_start_with(RISK_CONTROL, count=2)
     calls: list[float] = []
@@ -121,7 +120,7 @@ async def test_risk_control_at_start_is_tried_again_with_growing_pauses(
 
     coze.start_fault = note_the_try
     spaced = make_settings(
-        tmp_path, chat.telegram, coze, coze={"start_attempts": 4, "start_backoff_seconds": 0.2}
+        database_url, chat.telegram, coze, coze={"start_attempts": 4, "start_backoff_seconds": 0.2}
     )
     caplog.set_level(logging.WARNING, logger="tasks")
     started = time.monotonic()
@@ -190,11 +189,11 @@ async def test_trouble_that_outlasts_the_tries_is_reported_and_retry_then_works(
 
 
 async def test_a_task_whose_start_outlasts_its_deadline_times_out(
-    tmp_path: Path, chat: Conversation, coze: FakeCoze
+    database_url: str, chat: Conversation, coze: FakeCoze
 ) -> None:
     coze.fail_next_start(4009, "busy, says the test", count=100)
     slow = make_settings(
-        tmp_path,
+        database_url,
         chat.telegram,
         coze,
         coze={"start_attempts": 10, "start_backoff_seconds": 0.2},

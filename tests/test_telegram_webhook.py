@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,10 +26,10 @@ PATH = "/webhook/telegram"
 
 @pytest_asyncio.fixture
 async def webhook_bot(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze
 ) -> AsyncIterator[RunningBot]:
     settings = make_settings(
-        tmp_path, telegram, coze, telegram={"mode": "webhook", "webhook_secret": SECRET}
+        database_url, telegram, coze, telegram={"mode": "webhook", "webhook_secret": SECRET}
     )
     async with running_bot(settings) as running:
         yield running
