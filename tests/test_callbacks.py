@@ -21,7 +21,7 @@ from simulators.coze import FakeCoze
 from storage import Task, TaskState
 from tests.conftest import CALLBACK_SECRET, Conversation, eventually, failure_buttons, settled
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
 
 
 @pytest_asyncio.fixture

@@ -3,6 +3,8 @@ again on the same database: the outcome still reaches the user, and twice only w
 the wire at the kill (and then the task says so).
 
 Real processes (`python -m bot`), as in production: the kill leaves no chance to clean up.
+The database is the test's own (SQLite, and PostgreSQL too: tests/databases.py), kept across the
+restarts.
 """
 
 from __future__ import annotations
@@ -18,18 +20,17 @@ import pytest_asyncio
 
 from simulators.coze import FakeCoze, WorkflowOutcome
 from simulators.soak import (
-    DATABASE_NAME,
     BotProcess,
     TaskRow,
     free_port,
     outstanding,
-    read_tasks,
     soak_sections,
     write_config,
 )
 from simulators.telegram import FakeTelegram, SentMessage
+from tests.databases import read_tasks
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
 
 USER = 1001
 TEXT = "The words of the video, said once.\n\nAnd a second paragraph of them."
@@ -61,19 +62,22 @@ async def until(what: str, check: Callable[[], bool], timeout: float = 15.0) -> 
 
 
 class Harness:
-    def __init__(self, telegram: FakeTelegram, coze: FakeCoze, workdir: Path) -> None:
+    def __init__(
+        self, telegram: FakeTelegram, coze: FakeCoze, workdir: Path, database_url: str
+    ) -> None:
         self.telegram = telegram
         self.coze = coze
         self.workdir = workdir
-        self.database = workdir / DATABASE_NAME
+        self.database_url = database_url
         self.process = BotProcess(workdir / "config.toml", workdir / "bot.log")
 
-    def configure(self, **overrides: dict[str, Any]) -> None:
+    def configure(self, port: int | None = None, **overrides: dict[str, Any]) -> None:
         sections = {name: dict(values) for name, values in FAST_PAUSES.items()}
+        sections["storage"] = {"database_url": self.database_url}
         for name, values in overrides.items():
             sections.setdefault(name, {}).update(values)
         config = soak_sections(
-            self.telegram, self.coze, self.workdir, port=free_port(), overrides=sections
+            self.telegram, self.coze, self.workdir, port=port or free_port(), overrides=sections
         )
         write_config(self.process.config, config)
 
@@ -105,12 +109,14 @@ class Harness:
         return [m for m in self.messages() if (m.text or "").startswith("Got it!")]
 
     def tasks(self) -> list[TaskRow]:
-        return read_tasks(self.database)
+        return read_tasks(self.database_url)
 
 
 @pytest_asyncio.fixture
-async def harness(telegram: FakeTelegram, coze: FakeCoze, tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = Harness(telegram, coze, tmp_path)
+async def harness(
+    telegram: FakeTelegram, coze: FakeCoze, tmp_path: Path, database_url: str
+) -> AsyncIterator[Harness]:
+    harness = Harness(telegram, coze, tmp_path, database_url)
     try:
         yield harness
     finally:
@@ -258,15 +264,15 @@ async def test_an_update_taken_by_the_webhook_survives_a_kill_right_after_the_20
     link = "https://v.douyin.com/webhook-kill/"
     coze.outcome_for = lambda url: WorkflowOutcome(text=f"The words of {url}", duration=0.2)
     port = free_port()
-    sections = {name: dict(values) for name, values in FAST_PAUSES.items()}
-    sections["telegram"].update(
-        mode="webhook",
-        webhook_secret="crash-webhook-secret_0123456789",
-        webhook_url=f"http://127.0.0.1:{port}/webhook/telegram",
-        request_timeout_seconds=30.0,
+    harness.configure(
+        port,
+        telegram={
+            "mode": "webhook",
+            "webhook_secret": "crash-webhook-secret_0123456789",
+            "webhook_url": f"http://127.0.0.1:{port}/webhook/telegram",
+            "request_timeout_seconds": 30.0,
+        },
     )
-    config = soak_sections(telegram, coze, harness.workdir, port=port, overrides=sections)
-    write_config(harness.process.config, config)
     telegram.delay_next("sendMessage", 20.0, before=True)
 
     await harness.process.start()

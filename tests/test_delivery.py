@@ -13,7 +13,7 @@ from simulators.telegram import FakeTelegram
 from storage import Task
 from tests.conftest import USER, Conversation, delivered, eventually, settled, text_buttons
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
 
 
 def _words(text: str) -> str:

@@ -34,7 +34,7 @@ from tests.conftest import (
     text_buttons,
 )
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
 
 LINK = "https://v.douyin.com/fault/"
 # About 9,400 characters: three messages (of at most 4096 UTF-16 units), not yet a document.

@@ -10,7 +10,7 @@ from simulators.telegram import FakeTelegram
 from storage import Task, TaskState, User
 from tests.conftest import SHARE_TEXT, USER, Conversation, eventually, settled, text_buttons
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
 
 
 async def test_share_text_gets_acknowledged_then_text_with_retry_button(

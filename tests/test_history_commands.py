@@ -28,7 +28,7 @@ from tests.conftest import (
     text_buttons,
 )
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
 
 ANN, BOB = USER, OTHER_USER
 GROUP = -4001234567

@@ -14,7 +14,7 @@ from simulators.telegram import FakeTelegram
 from storage import Task, TaskState
 from tests.conftest import OTHER_USER, USER, Conversation, delivered, make_settings, settled
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
 
 THIRD_USER = 3003
 VIDEO = "https://www.bilibili.com/video/BV1xx411c7mD"

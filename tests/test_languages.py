@@ -12,7 +12,7 @@ from simulators.telegram import FakeTelegram
 from storage import User
 from tests.conftest import OTHER_USER, USER, Conversation, make_settings
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
 
 ZH = texts.for_language("zh")
 EN = texts.for_language("en")

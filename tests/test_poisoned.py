@@ -15,7 +15,7 @@ from storage import InboxUpdate, open_database, repository
 from storage.claims import Lease
 from tests.conftest import OTHER_USER, USER, Conversation, eventually, settled
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
 
 
 def pinned_inaccessible(user_id: int) -> dict[str, object]:

@@ -13,8 +13,9 @@ from simulators.coze import FakeCoze
 from simulators.demo import bot_config
 from simulators.telegram import FakeTelegram
 from storage import Task, open_database
+from tests import databases
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -44,14 +45,19 @@ async def run_bot(config: str, tmp_path: Path, *command: str) -> tuple[int, list
     return process.returncode, stderr.decode().strip().splitlines()
 
 
+def on_database(config: str, tmp_path: Path, database_url: str) -> str:
+    return config.replace(f"sqlite://{tmp_path}/demo.sqlite3", database_url)
+
+
 async def test_migrate_applies_the_schema_and_exits_without_telegram(
-    telegram: FakeTelegram, coze: FakeCoze, tmp_path: Path
+    telegram: FakeTelegram, coze: FakeCoze, tmp_path: Path, empty_database_url: str
 ) -> None:
     config = bot_config(telegram, coze, tmp_path, "a-callback-secret-of-32-characters")
+    config = on_database(config, tmp_path, empty_database_url)
     code, lines = await run_bot(config, tmp_path, "migrate")
     assert code == 0, lines
     assert telegram.calls == []  # nothing but the database
-    async with open_database(f"sqlite://{tmp_path}/demo.sqlite3"):
+    async with open_database(empty_database_url):
         assert await Task.all().count() == 0  # the tables are there
     code, _ = await run_bot(config, tmp_path, "migrate")  # and again: nothing to do
     assert code == 0
@@ -91,12 +97,16 @@ async def test_a_port_in_use_stops_start_up_with_one_line(
 
 
 async def test_a_database_that_cannot_be_opened_stops_start_up_with_one_line(
-    telegram: FakeTelegram, coze: FakeCoze, tmp_path: Path
+    telegram: FakeTelegram, coze: FakeCoze, tmp_path: Path, database_kind: str
 ) -> None:
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a directory")
+    if database_kind == databases.SQLITE:
+        blocker = tmp_path / "a-file"
+        blocker.write_text("not a directory")
+        unusable = f"sqlite://{blocker}/db.sqlite3"
+    else:  # a database the server does not have
+        unusable = databases.url_of(f"{databases.PREFIX}_never_made")
     config = bot_config(telegram, coze, tmp_path, "a-callback-secret-of-32-characters")
-    config = config.replace(f"sqlite://{tmp_path}/demo.sqlite3", f"sqlite://{blocker}/db.sqlite3")
+    config = on_database(config, tmp_path, unusable)
 
     code, lines = await run_bot(config, tmp_path)
 

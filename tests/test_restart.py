@@ -13,7 +13,7 @@ from simulators.telegram import FakeTelegram
 from storage import InboxUpdate, Task, TaskState, open_database, repository
 from tests.conftest import USER, Conversation, delivered, eventually, make_settings, settled
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
 
 
 async def test_pending_tasks_are_started_and_unsent_outcomes_sent_after_a_restart(

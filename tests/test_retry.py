@@ -12,7 +12,7 @@ from simulators.telegram import FakeTelegram
 from storage import Task, TaskState, User, repository
 from tests.conftest import OTHER_USER, USER, Conversation, delivered, settled, text_buttons
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
 
 LINK = "https://v.douyin.com/retry/"
 

@@ -15,7 +15,7 @@ from simulators.coze import RISK_CONTROL, TOKEN_INVALID, CozeFault, FakeCoze
 from storage import Task, TaskState
 from tests.conftest import Conversation, delivered, failure_buttons, make_settings, settled
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
 
 
 @pytest.mark.parametrize(

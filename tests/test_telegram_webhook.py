@@ -18,7 +18,7 @@ from storage import InboxUpdate, Task, repository
 from storage.claims import Lease
 from tests.conftest import Conversation, make_settings, settled
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
 
 SECRET = "a-webhook-secret_0123456789"
 PATH = "/webhook/telegram"
