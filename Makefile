@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(PY) -m simulators.demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 bench: $(STAMP)
 	$(PY) -m simulators.bench
