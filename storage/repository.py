@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from tortoise.expressions import F, Q
+from tortoise.expressions import F, Q, Subquery
 from tortoise.functions import Count
 from tortoise.queryset import QuerySet
 from tortoise.timezone import now
@@ -215,47 +215,68 @@ class Outcome:
 
 async def apply_outcome(run_id: str, outcome: Outcome, *, via_callback: bool) -> ApplyResult:
     """Settle the task whose current run is `run_id` (in one transaction), or say why not."""
+    (result,) = await apply_outcomes([(run_id, outcome, via_callback)])
+    return result
+
+
+async def apply_outcomes(items: list[tuple[str, Outcome, bool]]) -> list[ApplyResult]:
+    """Settle several tasks in one transaction (one commit, one fsync): for each (run id,
+    outcome, via callback), what became of it."""
     async with in_transaction():
-        task = await Task.get_or_none(run_id=run_id)
-        if task is None:
-            known = await TaskRun.exists(run_id=run_id)
-            return ApplyResult.IGNORED if known else ApplyResult.UNKNOWN
         stamp = now()
-        values: dict[str, object] = {
-            "state": TaskState.COMPLETED if outcome.succeeded else TaskState.FAILED,
-            "result_text": outcome.text if outcome.succeeded else None,
-            "output_trimmed": outcome.succeeded and outcome.trimmed,
-            "text_made_at": stamp if outcome.succeeded else None,
-            "error_kind": None if outcome.succeeded else outcome.error_kind,
-            "error_detail": None if outcome.succeeded else outcome.error_detail,
-            "progress": 100 if outcome.succeeded else task.progress,
-            "completed_at": stamp,
-            "next_check_at": None,
-            # A late outcome after a timeout notice is a new delivery from its first piece.
-            "notification_sent": False,
-            "undeliverable": False,
-            "delivery_attempts": 0,
-            "delivered_parts": 0,
-            "payload_level": 0,
-            "deliver_after": None,
-            "send_started_at": None,
-            **RELEASED,
-        }
-        if via_callback:
-            values["callback_received"] = True
-        first_success = outcome.succeeded and not task.counted
-        if outcome.succeeded:
-            values["counted"] = True
-        updated = await Task.filter(id=task.id, run_id=run_id, state__in=OPEN_STATES).update(
-            **values
-        )
-        if updated != 1:
-            return ApplyResult.IGNORED
-        if first_success:
-            await User.filter(id=task.user_id).update(
+        return [await _apply(run_id, outcome, via, stamp) for run_id, outcome, via in items]
+
+
+async def run_state(run_id: str) -> TaskState | None:
+    """The state of the task whose current run is `run_id` (None: no such current run), read
+    without a write: enough to answer a duplicate callback."""
+    state = await Task.filter(run_id=run_id).first().values_list("state", flat=True)
+    return None if state is None else TaskState(str(state))
+
+
+async def run_is_known(run_id: str) -> bool:
+    """Whether an attempt with this run id was ever stored."""
+    return await TaskRun.exists(run_id=run_id)
+
+
+async def _apply(
+    run_id: str, outcome: Outcome, via_callback: bool, stamp: dt.datetime
+) -> ApplyResult:
+    # One conditional UPDATE per outcome (two for a success of a task counted before).
+    values: dict[str, object] = {
+        "state": TaskState.COMPLETED if outcome.succeeded else TaskState.FAILED,
+        "result_text": outcome.text if outcome.succeeded else None,
+        "output_trimmed": outcome.succeeded and outcome.trimmed,
+        "text_made_at": stamp if outcome.succeeded else None,
+        "error_kind": None if outcome.succeeded else outcome.error_kind,
+        "error_detail": None if outcome.succeeded else outcome.error_detail,
+        "completed_at": stamp,
+        "next_check_at": None,
+        # A late outcome after a timeout notice is a new delivery from its first piece.
+        "notification_sent": False,
+        "undeliverable": False,
+        "delivery_attempts": 0,
+        "delivered_parts": 0,
+        "payload_level": 0,
+        "deliver_after": None,
+        "send_started_at": None,
+        **RELEASED,
+    }
+    if via_callback:
+        values["callback_received"] = True
+    open_run = Task.filter(run_id=run_id, state__in=OPEN_STATES)
+    if outcome.succeeded:
+        values["progress"] = 100
+        # The task's first success counts in its user's extractions; a retried task that
+        # succeeds again does not.
+        if await open_run.filter(counted=False).update(**values, counted=True):
+            await User.filter(id__in=Subquery(Task.filter(run_id=run_id).values("user_id"))).update(
                 extract_count=F("extract_count") + 1, last_extract_at=stamp
             )
-    return ApplyResult.APPLIED
+            return ApplyResult.APPLIED
+    if await open_run.update(**values):
+        return ApplyResult.APPLIED
+    return ApplyResult.IGNORED if await run_is_known(run_id) else ApplyResult.UNKNOWN
 
 
 async def update_progress(run_id: str, progress: int) -> ApplyResult:

@@ -21,12 +21,13 @@ from aiolimiter import AsyncLimiter
 from tortoise.timezone import now
 
 from coze import CozeCallError, RunHistory, RunStatus, StartedRun, callback_token
-from storage import Task, User, history, repository
+from storage import OPEN_STATES, Task, User, history, repository
 from storage.repository import ApplyResult, NewTask, Outcome, RetryDecision, RetryRefusal
 from tasks.claims import Claims
 from tasks.log_context import about
 from tasks.metrics import Metrics
 from tasks.outbox import Outbox
+from tasks.outcome_writer import OutcomeWriter
 from tasks.quotas import UNLIMITED, Allowance, Quotas
 from tasks.text import clean_text
 from tasks.videos import video_key
@@ -175,6 +176,7 @@ class TaskService:
         self.claims = claims or Claims()
         self.metrics.count_claims(self.claims.held)
         self.outbox = Outbox(self.metrics, self.claims.lease)
+        self.outcomes = OutcomeWriter()
         self._background: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
         self.quotas = quotas or Quotas()
@@ -414,9 +416,7 @@ class TaskService:
             if result is ApplyResult.APPLIED:
                 self.outbox_ready.set()
         else:
-            result = await repository.apply_outcome(
-                report.run_id, self._outcome_of(report), via_callback=True
-            )
+            result = await self._settle(report.run_id, self._outcome_of(report), via_callback=True)
             if result is ApplyResult.APPLIED:
                 self.outbox_ready.set()
                 self.run_finished()
@@ -424,6 +424,17 @@ class TaskService:
         if result is ApplyResult.UNKNOWN:
             return CallbackReceipt.UNKNOWN_RUN
         return CallbackReceipt.ACCEPTED
+
+    async def _settle(self, run_id: str, outcome: Outcome, *, via_callback: bool) -> ApplyResult:
+        """Apply an outcome; a duplicate (its task settled already) is answered from one read,
+        with no write at all."""
+        state = await repository.run_state(run_id)
+        if state is None:
+            known = await repository.run_is_known(run_id)
+            return ApplyResult.IGNORED if known else ApplyResult.UNKNOWN
+        if state not in OPEN_STATES:
+            return ApplyResult.IGNORED
+        return await self.outcomes.apply(run_id, outcome, via_callback=via_callback)
 
     def token_is_valid(self, run_id: str, token: str) -> bool:
         """Whether `token` is the run's callback token under the current or previous secret.
@@ -440,9 +451,7 @@ class TaskService:
 
     async def settle_from_history(self, task: Task, history: RunHistory) -> ApplyResult:
         """Apply what Coze's run history says, through the same transition as a callback."""
-        result = await repository.apply_outcome(
-            task.run_id, outcome_of_history(history), via_callback=False
-        )
+        result = await self._settle(task.run_id, outcome_of_history(history), via_callback=False)
         if result is ApplyResult.APPLIED:
             self.outbox_ready.set()
             self.run_finished()
@@ -563,6 +572,7 @@ class TaskService:
         """
         self._closing.set()
         self._dispatch_wanted.set()
+        await self.outcomes.drain()
         if self._dispatcher is not None:
             await asyncio.gather(self._dispatcher, return_exceptions=True)
         if not self._background:

@@ -7,6 +7,7 @@ can be wrong (malformed bodies, encodings, headers, connections) is in test_webh
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +19,7 @@ import pytest_asyncio
 from bot.runtime import RunningBot
 from coze import callback_token
 from simulators.coze import FakeCoze
+from simulators.telegram import FakeTelegram
 from storage import Task, TaskState
 from tests.conftest import CALLBACK_SECRET, Conversation, eventually, failure_buttons, settled
 
@@ -235,3 +237,37 @@ async def _unchanged(task: Task, chat: Conversation) -> None:
     assert (now.state, now.progress, now.callback_received) == (TaskState.PROCESSING, 0, False)
     assert not now.result_text
     assert len(chat.messages) == 1
+
+
+async def test_callbacks_that_arrive_together_are_stored_together_and_each_answered(
+    bot: RunningBot, coze: FakeCoze, http: aiohttp.ClientSession, telegram: FakeTelegram
+) -> None:
+    """Forty outcomes and forty duplicates at once: each first outcome is stored (and its text
+    sent once), in fewer commits than outcomes, and every duplicate is answered 200."""
+    coze.callbacks_enabled = False
+    users = [7000 + n for n in range(40)]
+    for user in users:
+        telegram.user_sends(user, f"https://v.douyin.com/together-{user}/")
+
+    async def all_started() -> bool:
+        return await Task.filter(state=TaskState.PROCESSING).count() == len(users)
+
+    await eventually(all_started, what="every run started")
+    run_ids = [task.run_id for task in await Task.all()]
+    writer = bot.service.outcomes
+    before = writer.batches
+    statuses = await asyncio.gather(
+        *(post(http, bot, body_for(run_id)) for run_id in run_ids + run_ids)
+    )
+    assert statuses == [200] * (2 * len(users))
+    assert await Task.filter(state=TaskState.COMPLETED).count() == len(users)
+    assert writer.batches - before < len(users)
+
+    async def all_delivered() -> bool:
+        return await Task.filter(notification_sent=True).count() == len(users)
+
+    await eventually(all_delivered, timeout=30, what="every text delivered")
+    await settled()
+    for user in users:
+        texts = [m for m in telegram.messages(user) if (m.text or "").startswith("Task #")]
+        assert len(texts) == 1

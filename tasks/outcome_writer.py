@@ -1,0 +1,90 @@
+"""Outcomes that arrive together are written together: one transaction, one commit.
+
+Every outcome is stored before its callback is answered (nothing acknowledged may be lost), so
+written one by one each pays a commit, an fsync, of its own. Here outcomes queue up while a
+write is under way; the writer then takes all of them (up to a batch), applies them in one
+transaction (one conditional UPDATE each) and answers them all. Under load many share a
+commit; alone, an outcome waits for nothing. Should a batch's transaction fail, each of its
+outcomes is written alone, so one that the database refuses fails only itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from storage import repository
+from storage.repository import ApplyResult, Outcome
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 256
+
+
+@dataclass
+class _Waiting:
+    run_id: str
+    outcome: Outcome
+    via_callback: bool
+    answer: asyncio.Future[ApplyResult]
+
+
+class OutcomeWriter:
+    def __init__(self) -> None:
+        self._queue: deque[_Waiting] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        self.batches = 0  # transactions written (for the benchmark)
+
+    async def apply(self, run_id: str, outcome: Outcome, *, via_callback: bool) -> ApplyResult:
+        """Store the outcome (with whatever else is waiting); what became of it."""
+        answer: asyncio.Future[ApplyResult] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Waiting(run_id, outcome, via_callback, answer))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="outcome-writer")
+        # Shielded: a caller that goes away (a dropped connection) leaves its outcome queued,
+        # and it is written all the same.
+        return await asyncio.shield(answer)
+
+    async def drain(self) -> None:
+        """Wait until everything queued has been written."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.gather(self._writer, return_exceptions=True)
+
+    async def _write(self) -> None:
+        while self._queue:
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
+            try:
+                results = await repository.apply_outcomes(
+                    [(w.run_id, w.outcome, w.via_callback) for w in batch]
+                )
+            except Exception as exc:
+                if len(batch) == 1:
+                    _fail(batch[0], exc)
+                    continue
+                log.warning("%d outcomes could not be written together; writing each", len(batch))
+                await self._write_each(batch)
+                continue
+            self.batches += 1
+            for waiting, result in zip(batch, results, strict=True):
+                if not waiting.answer.done():
+                    waiting.answer.set_result(result)
+
+    async def _write_each(self, batch: list[_Waiting]) -> None:
+        for waiting in batch:
+            try:
+                (result,) = await repository.apply_outcomes(
+                    [(waiting.run_id, waiting.outcome, waiting.via_callback)]
+                )
+            except Exception as exc:
+                _fail(waiting, exc)
+            else:
+                self.batches += 1
+                if not waiting.answer.done():
+                    waiting.answer.set_result(result)
+
+
+def _fail(waiting: _Waiting, error: BaseException) -> None:
+    if not waiting.answer.done():
+        waiting.answer.set_exception(error)
