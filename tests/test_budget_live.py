@@ -5,7 +5,6 @@ out before the texts still waiting."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -24,11 +23,11 @@ USERS = 30  # 30 acknowledgements and 30 texts: three seconds of the budget
 
 @pytest_asyncio.fixture
 async def strict_bot(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze
 ) -> AsyncIterator[RunningBot]:
     telegram.max_requests_per_second = RATE
     settings = make_settings(
-        tmp_path,
+        database_url,
         telegram,
         coze,
         telegram={"max_requests_per_second": float(RATE)},

@@ -5,7 +5,6 @@ after the start, then each pause twice the last."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -16,17 +15,17 @@ from simulators.telegram import FakeTelegram
 from storage import Task
 from tests.conftest import Conversation, delivered, make_settings, text_buttons
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
 
 POLL = 0.1
 
 
 @pytest_asyncio.fixture
 async def polling_bot(
-    tmp_path: Path, telegram: FakeTelegram, coze: FakeCoze
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze
 ) -> AsyncIterator[RunningBot]:
     settings = make_settings(
-        tmp_path, telegram, coze, coze={"completion": "poll", "poll_interval_seconds": POLL}
+        database_url, telegram, coze, coze={"completion": "poll", "poll_interval_seconds": POLL}
     )
     async with running_bot(settings) as running:
         yield running
