@@ -304,10 +304,14 @@ class TaskService:
     async def _start_waiting(self) -> None:
         lease = self.claims.lease
         if self._max_runs:
-            # Runs in flight anywhere, and starts under way here and in other instances.
+            # Runs in flight anywhere, and starts under way here and in other instances. The
+            # starts here are counted before the database is asked: one that finishes while
+            # the count is on its way is then counted twice (it waits a moment), never not
+            # at all (a run too many).
+            starting_here = len(self._starting)
             in_flight = (
-                await repository.processing_count()
-                + len(self._starting)
+                starting_here
+                + await repository.processing_count()
                 + await repository.starts_under_way(lease)
             )
             room = self._max_runs - in_flight
