@@ -1476,6 +1476,11 @@ class FakeTelegram(SimulatorServer):
         self._queue_update({"message": copy.deepcopy(message)})
         return copy.deepcopy(message)
 
+    def meet(self, user_id: int, first_name: str = "Ann") -> None:
+        """The user's private chat with the bot exists (they started it some time ago), with
+        no update queued."""
+        self._touch_chat(user_id, first_name, None, None)
+
     def user_sends_in_group(
         self,
         group_id: int,
