@@ -43,3 +43,20 @@ def test_the_benchmark_runs_and_reports_every_figure() -> None:
         "of the budget; 429s: 0",
     ):
         assert figure in done.stdout, done.stdout
+
+
+def test_the_callback_benchmark_runs_and_every_callback_is_answered() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "simulators.callback_bench", "--tasks=40", "--connections", "4"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "callbacks: 40 runs in flight, each called back once, then again"
+    for label in ("first", "duplicate", "no database"):
+        (line,) = [line for line in lines if f"4 connections, {label}" in line]
+        assert "/s" in line and "p99" in line
+        assert "not 200" not in line  # every callback answered 200
