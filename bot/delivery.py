@@ -357,10 +357,12 @@ class DeliveryLoop:
         moment = asyncio.get_running_loop().time()
         return self._pauses.remaining(chat_id) <= 0 and self._chats.wait(chat_id, moment) <= 0
 
-    async def _send_piece(self, task: Task, index: int, send: Send) -> None:
-        """Send piece `index` of the outcome once, and record it as sent."""
+    async def _send_piece(self, task: Task, index: int, send: Send, *, last: bool) -> None:
+        """Send piece `index` of the outcome once, and record it as sent. The last piece is
+        recorded with the delivery itself (`Outbox.delivered`): one commit, not two."""
         await self._pace(task.chat_id)
         await self._outbox.in_flight(task)
+        timed_out = False
         try:
             await send()
         except TimedOut:
@@ -368,14 +370,16 @@ class DeliveryLoop:
             log.warning(
                 "task %s: piece %d timed out; recorded as possibly delivered", task.id, index + 1
             )
-            await self._outbox.part_sent(task, index + 1, timed_out=True)
-        else:
-            await self._outbox.part_sent(task, index + 1)
+            timed_out = True
+        if timed_out:
+            task.send_timed_out = True
+        if not last:
+            await self._outbox.part_sent(task, index + 1, timed_out=timed_out)
         task.delivered_parts = index + 1
 
     async def _send_pieces(self, task: Task, sends: list[Send]) -> None:
         for index in range(task.delivered_parts, len(sends)):
-            await self._send_piece(task, index, sends[index])
+            await self._send_piece(task, index, sends[index], last=index == len(sends) - 1)
 
     # --- payloads ---------------------------------------------------------------------------
 

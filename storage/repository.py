@@ -583,9 +583,18 @@ async def part_sent(ref: OutcomeRef, parts: int, *, timed_out: bool = False) -> 
     await _undelivered(ref).update(**values)
 
 
-async def mark_delivered(ref: OutcomeRef) -> bool:
-    """Record that this attempt's outcome reached the user (only that attempt's)."""
+async def mark_delivered(
+    ref: OutcomeRef, *, parts: int | None = None, timed_out: bool = False
+) -> bool:
+    """Record that this attempt's outcome reached the user (only that attempt's): with its
+    pieces sent (`parts`) and whether a send timed out, when the last piece is recorded here."""
+    recorded: dict[str, object] = {}
+    if parts is not None:
+        recorded["delivered_parts"] = parts
+    if timed_out:
+        recorded["send_timed_out"] = True
     updated = await _undelivered(ref).update(
+        **recorded,
         notification_sent=True,
         notified_at=now(),
         send_started_at=None,

@@ -60,7 +60,11 @@ class Outbox:
         await repository.part_sent(OutcomeRef.of(task), parts, timed_out=timed_out)
 
     async def delivered(self, task: Task) -> bool:
-        done = await repository.mark_delivered(OutcomeRef.of(task))
+        """The outcome reached the user: its last piece (`task.delivered_parts`, and whether
+        a send timed out) is recorded with it, in one commit."""
+        done = await repository.mark_delivered(
+            OutcomeRef.of(task), parts=task.delivered_parts, timed_out=task.send_timed_out
+        )
         if done:
             self._metrics.delivery("delivered")
             if task.completed_at is not None:
