@@ -176,8 +176,9 @@ async def test_a_run_that_starts_while_the_runs_in_flight_are_counted_is_counted
         await chat.wait_for_messages(2, timeout=15)
         await other.wait_for_messages(2, timeout=15)
         runs = sorted(coze.runs.values(), key=lambda run: run.created_at)
-        assert [run.parameters["url"] for run in runs] == [link(1), link(2)]
-        assert runs[1].created_at >= runs[0].updated_at
+        # The two users' messages are handled side by side: either may go first.
+        assert sorted(run.parameters["url"] for run in runs) == [link(1), link(2)]
+        assert runs[1].created_at >= runs[0].updated_at  # never two at once
 
 
 async def test_admins_are_exempt_from_quotas(
