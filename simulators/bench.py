@@ -8,6 +8,10 @@ Three scenarios, in one process (the bot runs in this event loop, as in the test
 - a backlog: many users paste at once against a Bot API that enforces Telegram's ~30/s
   strictly (429 past it in any sliding second): how much of that budget the bot uses while the
   acknowledgements and texts drain, the 429s it gets, and what the users wait;
+- completion modes: the same links (workflows of 1 to 8 s by default) with outcomes learnt from the
+  workflow's callback, then by polling Coze's run history (`coze.completion = "poll"`, every
+  pause twice the last from 5 s): from the run's completion to its text reaching Telegram, and
+  the Coze calls per task;
 - a flood: with the default limits, one user sends 200 messages of 3 links as fast as they
   can while other users paste one link each, a quarter second apart: the others' latency from
   paste to acknowledgement, and the flooder's runs.
@@ -21,6 +25,7 @@ import argparse
 import asyncio
 import functools
 import logging
+import random
 import resource
 import statistics
 import tempfile
@@ -169,6 +174,55 @@ async def flood(
     )
 
 
+async def completion_mode(
+    telegram: FakeTelegram,
+    coze: FakeCoze,
+    settings: Settings,
+    mode: str,
+    links: int,
+    longest: float,
+) -> str:
+    """`links` users paste one link each; how long after each run completes its text arrives,
+    and how many Coze calls each task cost."""
+    chats = (
+        list(range(30_000, 30_000 + links))
+        if mode == "callback"
+        else list(range(40_000, 40_000 + links))
+    )
+    durations = random.Random(7)
+    coze.outcome_for = lambda url: WorkflowOutcome(
+        text=TEXT, duration=durations.uniform(longest / 8, longest)
+    )
+    arrived: dict[str, float] = {}  # link -> when its text reached Telegram (time.time())
+
+    def texts_in() -> bool:
+        for chat in chats:
+            for message in telegram.messages(chat):
+                text = message.text or ""
+                if text.startswith("Task #"):
+                    arrived.setdefault(f"https://v.douyin.com/{mode}-{chat}/", time.time())
+        return len(arrived) >= links
+
+    starts, histories = len(coze.runs), coze.history_calls
+    async with running_bot(settings):
+        for chat in chats:
+            telegram.user_sends(chat, f"https://v.douyin.com/{mode}-{chat}/")
+        while not texts_in():
+            await telegram.wait_for(lambda: True, timeout=0.02)
+            await asyncio.sleep(0.01)
+    runs = [run for run in list(coze.runs.values())[starts:]]
+    waits = [
+        arrived[run.parameters["url"]] - run.updated_at
+        for run in runs
+        if run.parameters.get("url") in arrived
+    ]
+    calls = len(runs) + coze.history_calls - histories
+    return (
+        f"  {mode:<8} completion -> text  {percentiles(waits)}   "
+        f"Coze calls per task {calls / links:.2f}"
+    )
+
+
 async def backlog(telegram: FakeTelegram, settings: Settings, users: int, timeout: float) -> str:
     """`users` paste one link each at once; the fake refuses calls past the bot's budget."""
     rate = settings.telegram.max_requests_per_second
@@ -229,6 +283,19 @@ async def run(args: argparse.Namespace) -> None:
         )
         raw["limits"] = LimitSettings().model_dump()
         flood_settings = Settings.model_validate(raw)
+        mode_settings = {}
+        for mode in ("callback", "poll"):
+            raw = bot_settings(
+                telegram,
+                coze,
+                Path(workdir),
+                callback_secret="bench-callback-secret-0123456789",
+                database_name=f"{mode}.sqlite3",
+                log_level="WARNING",
+            )
+            raw["coze"]["completion"] = mode
+            raw["coze"]["poll_interval_seconds"] = args.poll_interval
+            mode_settings[mode] = Settings.model_validate(raw)
         backlog_settings = Settings.model_validate(
             bot_settings(
                 telegram,
@@ -265,6 +332,12 @@ async def run(args: argparse.Namespace) -> None:
                 telegram, coze, flood_settings, args.flood_messages, args.flood_others
             )
             drained = await backlog(telegram, backlog_settings, args.backlog_users, args.timeout)
+            modes = [
+                await completion_mode(
+                    telegram, coze, mode_settings[mode], mode, args.mode_links, args.mode_seconds
+                )
+                for mode in ("callback", "poll")
+            ]
         finally:
             await coze.stop()
             await telegram.stop()
@@ -282,6 +355,12 @@ async def run(args: argparse.Namespace) -> None:
     )
     print(f"\n{flooded}")
     print(f"\n{drained}")
+    print(
+        f"\ncompletion modes: {args.mode_links} links, workflows of {args.mode_seconds / 8:g} to "
+        f"{args.mode_seconds:g} s (poll mode: first look {args.poll_interval:g} s after the "
+        "start, each pause twice the last)"
+    )
+    print("\n".join(modes))
 
 
 def main() -> None:
@@ -299,6 +378,9 @@ def main() -> None:
     parser.add_argument("--workflow-seconds", type=float, default=0.2)
     parser.add_argument("--flood-messages", type=int, default=200)
     parser.add_argument("--flood-others", type=int, default=20, help="users pasting meanwhile")
+    parser.add_argument("--mode-links", type=int, default=40, help="links per completion mode")
+    parser.add_argument("--mode-seconds", type=float, default=8.0, help="the longest workflow")
+    parser.add_argument("--poll-interval", type=float, default=5.0)
     parser.add_argument(
         "--backlog-users", type=int, default=300, help="users pasting at once in the backlog"
     )

@@ -24,6 +24,9 @@ def test_the_benchmark_runs_and_reports_every_figure() -> None:
             "--flood-messages=30",
             "--flood-others=2",
             "--backlog-users=5",
+            "--mode-links=3",
+            "--mode-seconds=0.4",
+            "--poll-interval=0.1",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -41,6 +44,9 @@ def test_the_benchmark_runs_and_reports_every_figure() -> None:
         "others' paste -> acknowledgement",
         "backlog: 5 users paste at once",
         "of the budget; 429s: 0",
+        "callback completion -> text",
+        "poll     completion -> text",
+        "Coze calls per task",
     ):
         assert figure in done.stdout, done.stdout
 
