@@ -218,45 +218,14 @@ _METHODS = (
     "getMyName",
 )
 _CANONICAL = {name.lower(): name for name in _METHODS}
-# Calls the bot-wide limit never counts (lower-case): polling, the webhook's set-up and the
-# bot's profile.
-_LIMIT_EXEMPT = frozenset(
-    {
-        "getupdates",
-        "getme",
-        "setwebhook",
-        "deletewebhook",
-        "getwebhookinfo",
-        "setmycommands",
-        "getmycommands",
-        "deletemycommands",
-        "setmydescription",
-        "getmydescription",
-        "setmyshortdescription",
-        "getmyshortdescription",
-        "setmyname",
-        "getmyname",
-    }
-)
-# Methods `fault_hook` never applies to (lower-case): start-up (the bot's profile included),
-# polling and callback answers.
-_HOOK_EXEMPT = frozenset(
-    {
-        "getupdates",
-        "getme",
-        "deletewebhook",
-        "answercallbackquery",
-        "setmycommands",
-        "getmycommands",
-        "deletemycommands",
-        "setmydescription",
-        "getmydescription",
-        "setmyshortdescription",
-        "getmyshortdescription",
-        "setmyname",
-        "getmyname",
-    }
-)
+# The bot's profile methods (lower-case): set and read at start-up.
+_PROFILE = frozenset(name.lower() for name in _METHODS if "My" in name)
+# Start-up and polling (lower-case): exempt from both the bot-wide limit and `fault_hook`.
+_START_UP = frozenset({"getupdates", "getme", "deletewebhook"}) | _PROFILE
+# Calls the bot-wide limit never counts: the above plus the webhook's set-up.
+_LIMIT_EXEMPT = _START_UP | {"setwebhook", "getwebhookinfo"}
+# Methods `fault_hook` never applies to: the above plus callback answers.
+_HOOK_EXEMPT = _START_UP | {"answercallbackquery"}
 
 
 # --------------------------------------------------------------------------------------------
