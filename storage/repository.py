@@ -377,31 +377,26 @@ async def due_for_check(
 
     A task whose callback has arrived is never here: the callback settled it.
     """
-    query = Task.filter(
-        task_free(lease, moment),
-        state=TaskState.PROCESSING,
-        callback_received=False,
-        execute_id__isnull=False,
-        next_check_at__lte=moment,
-    )
-    if exclude:
-        query = query.exclude(id__in=list(exclude))
+    query = _checkable(moment, exclude, lease).filter(next_check_at__lte=moment)
     return await query.order_by("next_check_at", "id").limit(limit)
 
 
 async def next_check_due(exclude: Collection[int] = (), lease: Lease = LOCAL) -> dt.datetime | None:
     """When the next run-history check falls due (of those `due_for_check` would return)."""
+    query = _checkable(now(), exclude, lease).filter(next_check_at__isnull=False)
+    task = await query.order_by("next_check_at").first()
+    return task.next_check_at if task is not None else None
+
+
+def _checkable(moment: dt.datetime, exclude: Collection[int], lease: Lease) -> QuerySet[Task]:
+    """Running tasks with no callback yet, not in `exclude` nor held by another instance."""
     query = Task.filter(
-        task_free(lease, now()),
+        task_free(lease, moment),
         state=TaskState.PROCESSING,
         callback_received=False,
         execute_id__isnull=False,
-        next_check_at__isnull=False,
     )
-    if exclude:
-        query = query.exclude(id__in=list(exclude))
-    task = await query.order_by("next_check_at").first()
-    return task.next_check_at if task is not None else None
+    return query.exclude(id__in=list(exclude)) if exclude else query
 
 
 async def schedule_check(*, task_id: int, run_id: str, next_check_at: dt.datetime) -> None:
