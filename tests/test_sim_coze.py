@@ -437,6 +437,8 @@ async def test_wrong_token_is_4100(fake, receiver, clients):
         ({"bot_id": "1", "app_id": "2"}, 4000),
         ({"is_async": False}, 4000),
         ({"drop": "callback_token"}, 4000),
+        ({"drop": "callback_url"}, 4000),
+        ({"drop": "task_id"}, 4000),
         ({"drop": "url"}, 4000),
     ],
 )
