@@ -331,6 +331,25 @@ async def test_fail_next_429_raises_retry_after(tg: FakeTelegram, bot: telegram.
 
 
 @pytest.mark.asyncio
+@pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
+async def test_bot_wide_limit_refuses_past_the_rate_but_not_polling(
+    tg: FakeTelegram, bot: telegram.Bot
+) -> None:
+    tg.user_sends(USER, "hi")
+    tg.max_requests_per_second = 3
+    for n in range(3):
+        await bot.send_message(USER, f"m{n}")
+    with pytest.raises(RetryAfter) as caught:
+        await bot.send_message(USER, "over")
+    assert seconds(caught.value.retry_after) == 1
+    assert tg.over_limit == 1 and len(tg.counted_calls) == 3
+    await bot.get_me()  # start-up and polling are never counted
+    await bot.get_updates(timeout=0)
+    assert tg.over_limit == 1 and len(tg.counted_calls) == 3
+    assert [m.text for m in tg.messages(USER)] == ["m0", "m1", "m2"]
+
+
+@pytest.mark.asyncio
 async def test_fail_next_403_and_count(tg: FakeTelegram, bot: telegram.Bot) -> None:
     tg.user_sends(USER, "hi")
     tg.fail_next("sendMessage", status=403, description="Forbidden: user is deactivated", count=2)
