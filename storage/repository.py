@@ -227,16 +227,19 @@ async def apply_outcomes(items: list[tuple[str, Outcome, bool]]) -> list[ApplyRe
         return [await _apply(run_id, outcome, via, stamp) for run_id, outcome, via in items]
 
 
-async def run_state(run_id: str) -> TaskState | None:
-    """The state of the task whose current run is `run_id` (None: no such current run), read
-    without a write: enough to answer a duplicate callback."""
-    state = await Task.filter(run_id=run_id).first().values_list("state", flat=True)
-    return None if state is None else TaskState(str(state))
+async def settled_already(run_id: str) -> ApplyResult | None:
+    """What an outcome of `run_id` would come to, when reads alone can tell (its task settled
+    already, an old attempt, an unknown run): a duplicate is answered with no write. None: the
+    run is open, and its outcome must be applied."""
+    task = await Task.filter(run_id=run_id).only("id", "state").first()
+    if task is None:
+        return await _not_applied(run_id)
+    return None if task.state in OPEN_STATES else ApplyResult.IGNORED
 
 
-async def run_is_known(run_id: str) -> bool:
-    """Whether an attempt with this run id was ever stored."""
-    return await TaskRun.exists(run_id=run_id)
+async def _not_applied(run_id: str) -> ApplyResult:
+    """No open task has this run: an old (or settled) attempt, or a run never stored."""
+    return ApplyResult.IGNORED if await TaskRun.exists(run_id=run_id) else ApplyResult.UNKNOWN
 
 
 async def _apply(
@@ -276,7 +279,7 @@ async def _apply(
             return ApplyResult.APPLIED
     if await open_run.update(**values):
         return ApplyResult.APPLIED
-    return ApplyResult.IGNORED if await run_is_known(run_id) else ApplyResult.UNKNOWN
+    return await _not_applied(run_id)
 
 
 async def update_progress(run_id: str, progress: int) -> ApplyResult:

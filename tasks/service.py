@@ -21,7 +21,7 @@ from aiolimiter import AsyncLimiter
 from tortoise.timezone import now
 
 from coze import CozeCallError, RunHistory, RunStatus, StartedRun, callback_token
-from storage import OPEN_STATES, Task, User, history, repository
+from storage import Task, User, history, repository
 from storage.repository import ApplyResult, NewTask, Outcome, RetryDecision, RetryRefusal
 from tasks.claims import Claims
 from tasks.log_context import about
@@ -432,12 +432,9 @@ class TaskService:
     async def _settle(self, run_id: str, outcome: Outcome, *, via_callback: bool) -> ApplyResult:
         """Apply an outcome; a duplicate (its task settled already) is answered from one read,
         with no write at all."""
-        state = await repository.run_state(run_id)
-        if state is None:
-            known = await repository.run_is_known(run_id)
-            return ApplyResult.IGNORED if known else ApplyResult.UNKNOWN
-        if state not in OPEN_STATES:
-            return ApplyResult.IGNORED
+        answered = await repository.settled_already(run_id)
+        if answered is not None:
+            return answered
         return await self.outcomes.apply(run_id, outcome, via_callback=via_callback)
 
     def token_is_valid(self, run_id: str, token: str) -> bool:
