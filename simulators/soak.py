@@ -664,6 +664,21 @@ async def _pg_connect(dsn: str) -> Any:
     return await asyncpg.connect(dsn, timeout=10)
 
 
+async def read_postgres_tasks(dsn: str) -> list[TaskRow]:
+    """Every row of `tasks` in a PostgreSQL database (empty before it is migrated); `dsn` is a
+    postgresql:// URL."""
+    import asyncpg
+
+    connection = await _pg_connect(dsn)
+    try:
+        rows = await connection.fetch(_TASKS_QUERY)
+    except asyncpg.UndefinedTableError:
+        return []  # not migrated yet
+    finally:
+        await connection.close()
+    return [_task_row(tuple(row)) for row in rows]
+
+
 class PostgresDatabase:
     """A database of the soak's own on the server of `server_url`, created and dropped here."""
 
@@ -698,16 +713,7 @@ class PostgresDatabase:
             await connection.close()
 
     async def read_tasks(self) -> list[TaskRow]:
-        import asyncpg
-
-        connection = await _pg_connect(self._dsn)
-        try:
-            rows = await connection.fetch(_TASKS_QUERY)
-        except asyncpg.UndefinedTableError:
-            return []  # not migrated yet
-        finally:
-            await connection.close()
-        return [_task_row(tuple(row)) for row in rows]
+        return await read_postgres_tasks(self._dsn)
 
     async def drop(self) -> None:
         if not self.created:

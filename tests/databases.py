@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from simulators.soak import TaskRow
+from simulators.soak import TaskRow, read_postgres_tasks
 from simulators.soak import read_tasks as read_sqlite_tasks
 from storage import open_database
 
@@ -183,21 +183,4 @@ def read_tasks(database_url: str) -> list[TaskRow]:
     """Every row of `tasks`, ordered by id; empty before the first start has migrated."""
     if database_url.startswith("sqlite://"):
         return read_sqlite_tasks(Path(database_url.removeprefix("sqlite://")))
-    return in_thread(_read_postgres_tasks(database_url))
-
-
-async def _read_postgres_tasks(database_url: str) -> list[TaskRow]:
-    import asyncpg  # type: ignore[import-untyped,import-not-found,unused-ignore]
-
-    conn = await asyncpg.connect(_for_asyncpg(database_url), timeout=5)
-    try:
-        rows = await conn.fetch(
-            "SELECT id, input_url, chat_id, state, notification_sent, undeliverable,"
-            " send_timed_out, resent_after_crash, delivery_attempts, retry_count"
-            " FROM tasks ORDER BY id"
-        )
-    except asyncpg.UndefinedTableError:
-        return []
-    finally:
-        await conn.close()
-    return [TaskRow(**dict(row)) for row in rows]
+    return in_thread(read_postgres_tasks(_for_asyncpg(database_url)))
