@@ -107,14 +107,11 @@ class Inbound:
         for update_id, payload in batch:
             try:
                 if not await self._inbox.store([(update_id, payload)]):
+                    # Another instance stored it first (the batch may have failed on just
+                    # that: Telegram sent it again while the first request was under way).
                     elsewhere.add(update_id)
             except Exception:
-                if await self._stored_meanwhile(update_id):
-                    # Another instance stored it at the same moment (Telegram sent it again
-                    # while the first request was under way): that instance handles it.
-                    elsewhere.add(update_id)
-                else:
-                    refused.add(update_id)
+                refused.add(update_id)
         for update_id, payload in batch:
             if update_id not in refused:
                 continue
@@ -125,12 +122,6 @@ class Inbound:
                 return None  # not even a placeholder could be stored: the database is away
             log.error("update %d (%s) cannot be stored; set aside as poisoned", update_id, kind)
         return refused | elsewhere
-
-    async def _stored_meanwhile(self, update_id: int) -> bool:
-        try:
-            return await self._inbox.is_stored(update_id)
-        except Exception:
-            return False
 
     async def queue(self, update_id: int, payload: str) -> bool:
         """Read one stored update and hand it to the processor; a poisoned one is set aside."""
