@@ -321,7 +321,7 @@ def _telegram(settings: Settings, public_url: str) -> CleanupContext:
         async with contextlib.AsyncExitStack() as stack:
             # Another instance's admin may block someone: read the changes every few seconds.
             reloading = asyncio.create_task(access.keep_loaded(), name="access-reload")
-            stack.push_async_callback(_cancel, reloading)
+            stack.push_async_callback(_wait_or_cancel, reloading, 0.0)
             # Each step registers its own undoing, so a failure half-way through start-up
             # (a rejected token, an unreachable Telegram) still shuts down what was started.
             await application.initialize()  # getMe: the token is good, Telegram answers
@@ -352,7 +352,7 @@ def _telegram(settings: Settings, public_url: str) -> CleanupContext:
             replaying = asyncio.create_task(
                 inbound.keep_replaying(settings.cluster.lease_seconds / 3), name="replay"
             )
-            stack.push_async_callback(_cancel, replaying)
+            stack.push_async_callback(_wait_or_cancel, replaying, 0.0)
             if settings.telegram.mode == "webhook":
                 await _receive_by_webhook(app, settings, application, inbox, public_url)
             else:
@@ -392,12 +392,7 @@ async def _poll(
         check_seconds=min(5.0, settings.cluster.lease_seconds / 3),
     )
     taking_turns = asyncio.create_task(turn.run(), name="polling-turn")
-    stack.push_async_callback(_cancel, taking_turns)
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    stack.push_async_callback(_wait_or_cancel, taking_turns, 0.0)
 
 
 def delivery_policy(settings: Settings) -> DeliveryPolicy:
