@@ -27,10 +27,6 @@ class Claims:
         self.updates: set[int] = set()  # stored updates queued or being handled
         self._stopping = asyncio.Event()
 
-    @property
-    def instance(self) -> str:
-        return self.lease.holder
-
     def held(self) -> dict[str, int]:
         """How many claims this instance holds, by kind (for /metrics)."""
         return {"task": len(self.tasks), "chat": len(self.chats), "update": len(self.updates)}

@@ -37,10 +37,9 @@ class Inbox:
     async def unhandled(self) -> list[InboxUpdate]:
         """Updates stored but not handled whose instance stopped or died (this one before a
         restart included), oldest first, now claimed by this instance."""
-        taken = await claims.claim_unhandled_updates(
+        return await claims.claim_unhandled_updates(
             self._claims.lease, REPLAY_BATCH, exclude=self._claims.updates
         )
-        return taken
 
     async def is_stored(self, update_id: int) -> bool:
         return await repository.update_is_stored(update_id)
