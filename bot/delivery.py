@@ -362,7 +362,6 @@ class DeliveryLoop:
         recorded with the delivery itself (`Outbox.delivered`): one commit, not two."""
         await self._pace(task.chat_id)
         await self._outbox.in_flight(task)
-        timed_out = False
         try:
             await send()
         except TimedOut:
@@ -370,11 +369,9 @@ class DeliveryLoop:
             log.warning(
                 "task %s: piece %d timed out; recorded as possibly delivered", task.id, index + 1
             )
-            timed_out = True
-        if timed_out:
             task.send_timed_out = True
         if not last:
-            await self._outbox.part_sent(task, index + 1, timed_out=timed_out)
+            await self._outbox.part_sent(task, index + 1, timed_out=task.send_timed_out)
         task.delivered_parts = index + 1
 
     async def _send_pieces(self, task: Task, sends: list[Send]) -> None:
