@@ -103,6 +103,15 @@ def test_secrets_are_masked_in_the_settings_repr(tmp_path: Path) -> None:
             {**SECRETS, "TELEGRAM_WEBHOOK_SECRET": "a-good-webhook-secret-42"},
             "telegram.webhook_url: webhook mode needs it, or server.public_url",
         ),
+        (MINIMAL + "completion = 'pigeon'\n", SECRETS, "coze.completion: "),
+        (MINIMAL + "poll_interval_seconds = 0\n", SECRETS, "coze.poll_interval_seconds: "),
+        (
+            MINIMAL + "[cluster]\ninstance_id = 'bot 1; drop'\n",
+            SECRETS,
+            "cluster.instance_id: use letters, digits and _ . : @ - only",
+        ),
+        (MINIMAL + "[cluster]\nlease_seconds = 1\n", SECRETS, "cluster.lease_seconds: "),
+        (MINIMAL + "[cluster]\ninstances = 0\n", SECRETS, "cluster.instances: "),
     ],
     ids=[
         "no-telegram-token",
@@ -120,6 +129,11 @@ def test_secrets_are_masked_in_the_settings_repr(tmp_path: Path) -> None:
         "bad-toml",
         "webhook-secret",
         "webhook-url",
+        "bad-completion",
+        "no-poll-interval",
+        "bad-instance-id",
+        "short-lease",
+        "no-instances",
     ],
 )
 def test_each_mistake_stops_start_up_with_one_line_naming_the_key(
