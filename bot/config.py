@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from storage.db import is_postgres, is_sqlite
+
 
 class ConfigError(Exception):
     """A setting that stops start-up; the message is one line naming the key."""
@@ -260,7 +262,7 @@ def _check_required(settings: Settings) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"{key}: must start with http:// or https:// (got {url!r})")
     db = settings.storage.database_url
-    if not db.startswith(("sqlite://", "postgres://", "asyncpg://", "psycopg://")):
+    if not (is_sqlite(db) or is_postgres(db)):
         raise ConfigError(f"storage.database_url: unsupported database URL (got {db!r})")
     instance = settings.cluster.instance_id
     if instance and not re.fullmatch(r"[A-Za-z0-9_.:@-]+", instance):

@@ -39,7 +39,8 @@ from bot.updates import PerChatUpdateProcessor
 from coze import CozeWorkflowClient
 from storage import DatabaseOpenError, open_database, ping
 from storage.claims import Lease
-from storage.locks import AdvisoryLock, is_postgres
+from storage.db import is_postgres
+from storage.locks import AdvisoryLock
 from tasks import AccessList, Inbox, Quotas, Reconciler, StartPolicy, TaskService
 from tasks.claims import Claims
 from tasks.preferences import Preferences

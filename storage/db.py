@@ -40,8 +40,17 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
 MIGRATIONS_CONFIG = tortoise_config("sqlite://data/bot.sqlite3")
 
 
+def is_postgres(database_url: str) -> bool:
+    """Whether the URL names a PostgreSQL database (each scheme Tortoise takes for one)."""
+    return database_url.startswith(("postgres://", "postgresql://", "asyncpg://", "psycopg://"))
+
+
+def is_sqlite(database_url: str) -> bool:
+    return database_url.startswith("sqlite://")
+
+
 def _ensure_sqlite_dir(database_url: str) -> None:
-    if not database_url.startswith("sqlite://"):
+    if not is_sqlite(database_url):
         return
     path = database_url.removeprefix("sqlite://").split("?", 1)[0]
     if path and path != ":memory:":

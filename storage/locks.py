@@ -19,10 +19,6 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_SECONDS = 5.0
 
 
-def is_postgres(database_url: str) -> bool:
-    return database_url.startswith(("postgres://", "postgresql://", "asyncpg://", "psycopg://"))
-
-
 def libpq_url(database_url: str) -> str:
     """The database URL as asyncpg takes it: the postgresql scheme, no Tortoise options."""
     parts = urlsplit(database_url)
