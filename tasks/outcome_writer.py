@@ -55,34 +55,27 @@ class OutcomeWriter:
     async def _write(self) -> None:
         while self._queue:
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
-            try:
-                results = await repository.apply_outcomes(
-                    [(w.run_id, w.outcome, w.via_callback) for w in batch]
-                )
-            except Exception as exc:
-                if len(batch) == 1:
-                    _fail(batch[0], exc)
-                    continue
+            if not await self._write_batch(batch) and len(batch) > 1:
                 log.warning("%d outcomes could not be written together; writing each", len(batch))
-                await self._write_each(batch)
-                continue
-            self.batches += 1
-            for waiting, result in zip(batch, results, strict=True):
-                if not waiting.answer.done():
-                    waiting.answer.set_result(result)
+                for waiting in batch:
+                    await self._write_batch([waiting])
 
-    async def _write_each(self, batch: list[_Waiting]) -> None:
-        for waiting in batch:
-            try:
-                (result,) = await repository.apply_outcomes(
-                    [(waiting.run_id, waiting.outcome, waiting.via_callback)]
-                )
-            except Exception as exc:
-                _fail(waiting, exc)
-            else:
-                self.batches += 1
-                if not waiting.answer.done():
-                    waiting.answer.set_result(result)
+    async def _write_batch(self, batch: list[_Waiting]) -> bool:
+        """Apply the batch in one transaction and answer each; False if it failed (a batch of
+        one then answers with the error)."""
+        try:
+            results = await repository.apply_outcomes(
+                [(w.run_id, w.outcome, w.via_callback) for w in batch]
+            )
+        except Exception as exc:
+            if len(batch) == 1:
+                _fail(batch[0], exc)
+            return False
+        self.batches += 1
+        for waiting, result in zip(batch, results, strict=True):
+            if not waiting.answer.done():
+                waiting.answer.set_result(result)
+        return True
 
 
 def _fail(waiting: _Waiting, error: BaseException) -> None:
