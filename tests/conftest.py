@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from tortoise import connections
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 from bot.config import Settings
@@ -25,7 +26,7 @@ from bot.runtime import RunningBot, running_bot
 from simulators.coze import FakeCoze
 from simulators.settings import bot_settings
 from simulators.telegram import FakeTelegram, SentMessage
-from storage import Task
+from storage import Task, open_database
 from tests import databases
 
 CALLBACK_SECRET = "test-callback-secret-0123456789"
@@ -135,6 +136,14 @@ def database_url(
         made = databases.postgres_database(request.getfixturevalue("postgres_template"))
     with made as url, fresh_orm():
         yield url
+
+
+@pytest_asyncio.fixture
+async def open_db(database_url: str) -> AsyncIterator[str]:
+    """The test's database open in this event loop (migrated, empty), for tests of storage
+    without a bot; yields its dialect ("sqlite" or "postgres")."""
+    async with open_database(database_url):
+        yield connections.get("default").capabilities.dialect
 
 
 @pytest.fixture

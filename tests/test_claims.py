@@ -10,27 +10,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
-from tortoise import connections
 from tortoise.timezone import now
 
-from storage import ChatLease, InboxUpdate, Task, TaskState, claims, open_database, repository
+from storage import ChatLease, InboxUpdate, Task, TaskState, claims, repository
 from storage.claims import Lease
 from storage.locks import AdvisoryLock, libpq_url, lock_key
 from storage.repository import ApplyResult, Outcome
 from tasks.access import AccessList
 from tasks.preferences import Preferences
-
-
-@pytest_asyncio.fixture
-async def database(database_url: str) -> AsyncIterator[str]:
-    """The test's database open (migrated), empty; yields its dialect."""
-    async with open_database(database_url):
-        yield connections.get("default").capabilities.dialect
-
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
 
@@ -63,7 +52,7 @@ async def run_out(lease: Lease) -> None:
 
 
 async def test_a_run_one_instance_starts_is_neither_due_nor_claimable_for_another(
-    database: str,
+    open_db: str,
 ) -> None:
     first, second = await new_tasks(2)
     assert await repository.claim_start(first.id, first.run_id, later(), ANN)
@@ -73,7 +62,7 @@ async def test_a_run_one_instance_starts_is_neither_due_nor_claimable_for_anothe
     assert await repository.starts_under_way(ANN) == 0  # Ann counts her own in memory
 
 
-async def test_a_dead_instances_start_is_taken_over_when_its_lease_runs_out(database: str) -> None:
+async def test_a_dead_instances_start_is_taken_over_when_its_lease_runs_out(open_db: str) -> None:
     (task,) = await new_tasks()
     assert await repository.claim_start(task.id, task.run_id, later(), ANN)
     await run_out(ANN)
@@ -83,7 +72,7 @@ async def test_a_dead_instances_start_is_taken_over_when_its_lease_runs_out(data
 
 
 async def test_an_instance_restarted_under_its_name_takes_its_claims_back_at_once(
-    database: str,
+    open_db: str,
 ) -> None:
     (task,) = await new_tasks()
     assert await repository.claim_start(task.id, task.run_id, later(), ANN)
@@ -93,7 +82,7 @@ async def test_an_instance_restarted_under_its_name_takes_its_claims_back_at_onc
 
 
 async def test_the_start_claim_is_let_go_when_the_run_starts_and_renewed_while_it_lasts(
-    database: str,
+    open_db: str,
 ) -> None:
     (task,) = await new_tasks()
     assert await repository.claim_start(task.id, task.run_id, later(), ANN)
@@ -129,7 +118,7 @@ async def _running(count: int = 1) -> list[Task]:
     return tasks
 
 
-async def test_a_check_one_instance_makes_is_not_made_by_another(database: str) -> None:
+async def test_a_check_one_instance_makes_is_not_made_by_another(open_db: str) -> None:
     first, second = await _running(2)
     assert await repository.claim_check(first.id, first.run_id, ANN)
     due = await repository.due_for_check(now(), limit=10, lease=BOB)
@@ -140,7 +129,7 @@ async def test_a_check_one_instance_makes_is_not_made_by_another(database: str) 
     assert await repository.claim_check(first.id, first.run_id, BOB)
 
 
-async def test_an_outcome_lets_go_of_a_check_under_way(database: str) -> None:
+async def test_an_outcome_lets_go_of_a_check_under_way(open_db: str) -> None:
     (task,) = await _running()
     assert await repository.claim_check(task.id, task.run_id, ANN)
     result = await repository.apply_outcome(
@@ -151,7 +140,7 @@ async def test_an_outcome_lets_go_of_a_check_under_way(database: str) -> None:
     assert (settled.lease_holder, settled.lease_until) == (None, None)
 
 
-async def test_an_overdue_task_another_instance_is_checking_is_left_to_it(database: str) -> None:
+async def test_an_overdue_task_another_instance_is_checking_is_left_to_it(open_db: str) -> None:
     (task,) = await _running()
     await Task.filter(id=task.id).update(expires_at=now())
     assert await repository.claim_check(task.id, task.run_id, ANN)
@@ -171,7 +160,7 @@ async def _settled(chat_id: int, count: int = 1) -> list[Task]:
     return tasks
 
 
-async def test_one_instance_at_a_time_delivers_to_a_chat(database: str) -> None:
+async def test_one_instance_at_a_time_delivers_to_a_chat(open_db: str) -> None:
     ann_chat = await _settled(7, 2)
     bob_chat = await _settled(8)
     assert await claims.take_chat(7, ANN)
@@ -187,7 +176,7 @@ async def test_one_instance_at_a_time_delivers_to_a_chat(database: str) -> None:
     assert await claims.take_chat(7, BOB)
 
 
-async def test_a_dead_instances_chat_is_taken_over_when_its_lease_runs_out(database: str) -> None:
+async def test_a_dead_instances_chat_is_taken_over_when_its_lease_runs_out(open_db: str) -> None:
     assert await claims.take_chat(7, ANN)
     await claims.renew_chats([7], ANN)
     assert not await claims.take_chat(7, BOB)
@@ -197,7 +186,7 @@ async def test_a_dead_instances_chat_is_taken_over_when_its_lease_runs_out(datab
     assert (await ChatLease.get(chat_id=7)).holder == BOB.holder
 
 
-async def test_a_progress_edit_is_made_once(database: str) -> None:
+async def test_a_progress_edit_is_made_once(open_db: str) -> None:
     (task,) = await _running()
     since = now()
     assert await repository.claim_progress_edit(task.id, task.run_id, since)
@@ -208,7 +197,7 @@ async def test_a_progress_edit_is_made_once(database: str) -> None:
 
 
 async def test_an_update_is_handled_by_the_instance_that_stored_it_or_after_its_lease(
-    database: str,
+    open_db: str,
 ) -> None:
     await repository.store_updates([(1, '{"update_id": 1}'), (2, '{"update_id": 2}')], ANN)
     assert await claims.claim_unhandled_updates(BOB, 10) == []
@@ -223,12 +212,12 @@ async def test_an_update_is_handled_by_the_instance_that_stored_it_or_after_its_
     assert [u.update_id for u in await claims.claim_unhandled_updates(BOB, 10)] == [2]
 
 
-async def test_an_update_stored_without_a_claim_is_anyones(database: str) -> None:
+async def test_an_update_stored_without_a_claim_is_anyones(open_db: str) -> None:
     await repository.store_updates([(5, '{"update_id": 5}')])
     assert [u.update_id for u in await claims.claim_unhandled_updates(BOB, 10)] == [5]
 
 
-async def test_a_clean_stop_frees_everything_at_once(database: str) -> None:
+async def test_a_clean_stop_frees_everything_at_once(open_db: str) -> None:
     (task,) = await new_tasks()
     assert await repository.claim_start(task.id, task.run_id, later(), ANN)
     assert await claims.take_chat(7, ANN)
@@ -278,7 +267,7 @@ async def test_one_instance_holds_the_polling_lock_and_another_takes_it_when_it_
 # --- what one instance changes, the other sees ----------------------------------------------
 
 
-async def test_a_language_chosen_through_one_instance_is_read_by_the_other(database: str) -> None:
+async def test_a_language_chosen_through_one_instance_is_read_by_the_other(open_db: str) -> None:
     await repository.upsert_user(31, "Li", None, "en")
     ann_sees, bob_sees = Preferences(max_age_seconds=0.05), Preferences(max_age_seconds=0.05)
     assert (await ann_sees.of(31)).language is None
@@ -288,7 +277,7 @@ async def test_a_language_chosen_through_one_instance_is_read_by_the_other(datab
     assert (await ann_sees.of(31)).language == "zh"
 
 
-async def test_a_user_blocked_through_one_instance_is_blocked_by_the_other(database: str) -> None:
+async def test_a_user_blocked_through_one_instance_is_blocked_by_the_other(open_db: str) -> None:
     ann_sees, bob_sees = AccessList(admins=[1]), AccessList(admins=[1])
     await ann_sees.load()
     reloading = asyncio.create_task(ann_sees.keep_loaded(0.02))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from tortoise import Tortoise, connections
+from tortoise import Tortoise
 from tortoise.migrations.api import migrate
 
 from storage import Task, TaskState, open_database, repository
@@ -40,12 +40,11 @@ _run_ids = iter(range(1, 1_000_000))
 
 
 @pytest_asyncio.fixture
-async def db(database_url: str) -> AsyncIterator[str]:
+async def db(open_db: str) -> AsyncIterator[str]:
     """The test's database open (migrated), empty, with users Ann and Bob; yields its dialect."""
-    async with open_database(database_url):
-        await repository.upsert_user(ANN, "Ann", "ann")
-        await repository.upsert_user(BOB, "Bob", "bob")
-        yield connections.get("default").capabilities.dialect
+    await repository.upsert_user(ANN, "Ann", "ann")
+    await repository.upsert_user(BOB, "Bob", "bob")
+    yield open_db
 
 
 # --- making tasks ---------------------------------------------------------------------------
