@@ -19,6 +19,7 @@ from storage.claims import Lease
 from storage.locks import AdvisoryLock, libpq_url, lock_key
 from storage.repository import ApplyResult, Outcome
 from tasks.access import AccessList
+from tasks.outcome_writer import OutcomeWriter
 from tasks.preferences import Preferences
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
@@ -297,3 +298,34 @@ async def test_a_user_blocked_through_one_instance_is_blocked_by_the_other(open_
     finally:
         reloading.cancel()
         await asyncio.gather(reloading, return_exceptions=True)
+
+
+# --- outcomes written together --------------------------------------------------------------
+
+
+async def test_an_outcome_the_database_refuses_fails_alone_and_its_batch_is_stored(
+    open_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, bad, last = await new_tasks(3)
+    real_apply = repository.apply_outcomes
+
+    async def refuse_bad(items: list[tuple[str, Outcome, bool]]) -> list[ApplyResult]:
+        if any(run_id == bad.run_id for run_id, _, _ in items):
+            raise ValueError("the database refuses this row")
+        return await real_apply(items)
+
+    monkeypatch.setattr(repository, "apply_outcomes", refuse_bad)
+    writer = OutcomeWriter()
+    text = Outcome(succeeded=True, text="words")
+    results = await asyncio.gather(
+        *(writer.apply(t.run_id, text, via_callback=True) for t in (first, bad, last)),
+        return_exceptions=True,
+    )
+    assert results[0] is ApplyResult.APPLIED and results[2] is ApplyResult.APPLIED
+    assert isinstance(results[1], ValueError)
+    states = {t.id: t.state for t in await Task.all()}
+    assert states == {
+        first.id: TaskState.COMPLETED,
+        bad.id: TaskState.PENDING,
+        last.id: TaskState.COMPLETED,
+    }
