@@ -8,13 +8,15 @@ the other sees 0 rows updated and backs off.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from tortoise.expressions import F, Q, Subquery
+from tortoise.expressions import F, Q
 from tortoise.functions import Count
 from tortoise.queryset import QuerySet
 from tortoise.timezone import now
@@ -32,6 +34,7 @@ from storage.models import (
     User,
     UserAccess,
 )
+from storage.prebuilt import Prebuilt, placeholders
 
 
 async def upsert_user(
@@ -221,75 +224,124 @@ async def apply_outcome(run_id: str, outcome: Outcome, *, via_callback: bool) ->
 
 async def apply_outcomes(items: list[tuple[str, Outcome, bool]]) -> list[ApplyResult]:
     """Settle several tasks in one transaction (one commit, one fsync): for each (run id,
-    outcome, via callback), what became of it."""
+    outcome, via callback), what became of it.
+
+    One statement per outcome (a conditional UPDATE that returns the row it settled), and for
+    the whole batch one more for the tasks counted in their users' extractions and one per
+    distinct count for the users (usually one).
+    """
+    stamp = now()
     async with in_transaction():
-        stamp = now()
-        return [await _apply(run_id, outcome, via, stamp) for run_id, outcome, via in items]
+        results = []
+        newly_counted: dict[int, int] = {}  # task id -> user id
+        for run_id, outcome, via_callback in items:
+            rows = await _settle_sql(outcome.succeeded, via_callback).rows(
+                [*_settled_values(outcome, stamp), run_id]
+            )
+            if not rows:
+                results.append(await _not_applied(run_id))
+                continue
+            (row,) = rows
+            # The task's first success counts in its user's extractions; a retried task that
+            # succeeds again does not.
+            if outcome.succeeded and not row["counted"]:
+                newly_counted[int(row["id"])] = int(row["user_id"])
+            results.append(ApplyResult.APPLIED)
+        if newly_counted:
+            await _count_extractions(newly_counted, stamp)
+    return results
+
+
+#: The open states, as SQL (an outcome is applied only to a task in one of them).
+_OPEN_SQL = ", ".join(f"'{state.value}'" for state in OPEN_STATES)
+
+
+@functools.cache
+def _settle_sql(succeeded: bool, via_callback: bool) -> Prebuilt:
+    """UPDATE ... WHERE run_id = ? AND state IN (open) RETURNING id, user_id, counted.
+
+    A late outcome after a timeout notice is a new delivery from its first piece: every
+    delivery column starts again.
+    """
+    extra = ""
+    if via_callback:
+        extra += ", callback_received = TRUE"
+    if succeeded:
+        extra += ", progress = 100"
+    return Prebuilt(
+        f"""UPDATE tasks SET state = ?, result_text = ?, output_trimmed = ?, text_made_at = ?,
+        error_kind = ?, error_detail = ?, completed_at = ?, next_check_at = NULL,
+        notification_sent = FALSE, undeliverable = FALSE, delivery_attempts = 0,
+        delivered_parts = 0, payload_level = 0, deliver_after = NULL, send_started_at = NULL,
+        lease_holder = NULL, lease_until = NULL{extra}
+        WHERE run_id = ? AND state IN ({_OPEN_SQL})
+        RETURNING id, user_id, counted"""
+    )
+
+
+def _settled_values(outcome: Outcome, stamp: dt.datetime) -> list[object]:
+    if outcome.succeeded:
+        return [TaskState.COMPLETED.value, outcome.text, outcome.trimmed, stamp, None, None, stamp]
+    return [
+        TaskState.FAILED.value,
+        None,
+        False,
+        None,
+        outcome.error_kind,
+        outcome.error_detail,
+        stamp,
+    ]
+
+
+async def _count_extractions(tasks: dict[int, int], stamp: dt.datetime) -> None:
+    """Count first successes: the tasks marked counted, each user's count raised by theirs."""
+    marked = f"UPDATE tasks SET counted = TRUE WHERE id IN ({placeholders(len(tasks))})"
+    await Prebuilt(marked).count(list(tasks))
+    per_user = Counter(tasks.values())
+    for times in sorted(set(per_user.values())):
+        users = [user for user, count in per_user.items() if count == times]
+        await Prebuilt(
+            "UPDATE users SET extract_count = extract_count + ?, last_extract_at = ? "
+            f"WHERE id IN ({placeholders(len(users))})"
+        ).count([times, stamp, *users])
+
+
+_SETTLED_ALREADY = Prebuilt(
+    """SELECT (SELECT state FROM tasks WHERE run_id = ?) AS state,
+    EXISTS (SELECT 1 FROM task_runs WHERE run_id = ?) AS known"""
+)
+_RUN_KNOWN = Prebuilt("SELECT 1 AS known FROM task_runs WHERE run_id = ? LIMIT 1")
 
 
 async def settled_already(run_id: str) -> ApplyResult | None:
     """What an outcome of `run_id` would come to, when reads alone can tell (its task settled
-    already, an old attempt, an unknown run): a duplicate is answered with no write. None: the
-    run is open, and its outcome must be applied."""
-    task = await Task.filter(run_id=run_id).only("id", "state").first()
-    if task is None:
-        return await _not_applied(run_id)
-    return None if task.state in OPEN_STATES else ApplyResult.IGNORED
+    already, an old attempt, an unknown run): a duplicate is answered with no write, from one
+    statement. None: the run is open, and its outcome must be applied."""
+    (row,) = await _SETTLED_ALREADY.rows([run_id, run_id])
+    state = row["state"]
+    if state is None:
+        return ApplyResult.IGNORED if row["known"] else ApplyResult.UNKNOWN
+    return None if state in _OPEN_VALUES else ApplyResult.IGNORED
+
+
+_OPEN_VALUES = frozenset(state.value for state in OPEN_STATES)
 
 
 async def _not_applied(run_id: str) -> ApplyResult:
     """No open task has this run: an old (or settled) attempt, or a run never stored."""
-    return ApplyResult.IGNORED if await TaskRun.exists(run_id=run_id) else ApplyResult.UNKNOWN
+    return ApplyResult.IGNORED if await _RUN_KNOWN.rows([run_id]) else ApplyResult.UNKNOWN
 
 
-async def _apply(
-    run_id: str, outcome: Outcome, via_callback: bool, stamp: dt.datetime
-) -> ApplyResult:
-    # One conditional UPDATE per outcome (two for a success of a task counted before).
-    values: dict[str, object] = {
-        "state": TaskState.COMPLETED if outcome.succeeded else TaskState.FAILED,
-        "result_text": outcome.text if outcome.succeeded else None,
-        "output_trimmed": outcome.succeeded and outcome.trimmed,
-        "text_made_at": stamp if outcome.succeeded else None,
-        "error_kind": None if outcome.succeeded else outcome.error_kind,
-        "error_detail": None if outcome.succeeded else outcome.error_detail,
-        "completed_at": stamp,
-        "next_check_at": None,
-        # A late outcome after a timeout notice is a new delivery from its first piece.
-        "notification_sent": False,
-        "undeliverable": False,
-        "delivery_attempts": 0,
-        "delivered_parts": 0,
-        "payload_level": 0,
-        "deliver_after": None,
-        "send_started_at": None,
-        **RELEASED,
-    }
-    if via_callback:
-        values["callback_received"] = True
-    open_run = Task.filter(run_id=run_id, state__in=OPEN_STATES)
-    if outcome.succeeded:
-        values["progress"] = 100
-        # The task's first success counts in its user's extractions; a retried task that
-        # succeeds again does not.
-        if await open_run.filter(counted=False).update(**values, counted=True):
-            await User.filter(id__in=Subquery(Task.filter(run_id=run_id).values("user_id"))).update(
-                extract_count=F("extract_count") + 1, last_extract_at=stamp
-            )
-            return ApplyResult.APPLIED
-    if await open_run.update(**values):
-        return ApplyResult.APPLIED
-    return await _not_applied(run_id)
+_PROGRESS = Prebuilt(
+    "UPDATE tasks SET progress = ? WHERE run_id = ? AND state IN ('pending', 'processing')"
+)
 
 
 async def update_progress(run_id: str, progress: int) -> ApplyResult:
     """Record progress of a running attempt; never moves the state."""
-    if not await TaskRun.exists(run_id=run_id):
-        return ApplyResult.UNKNOWN
-    updated = await Task.filter(
-        run_id=run_id, state__in=(TaskState.PENDING, TaskState.PROCESSING)
-    ).update(progress=progress)
-    return ApplyResult.APPLIED if updated == 1 else ApplyResult.IGNORED
+    if await _PROGRESS.count([progress, run_id]):
+        return ApplyResult.APPLIED
+    return await _not_applied(run_id)
 
 
 class RetryRefusal(Enum):
