@@ -3,11 +3,14 @@
 ``python -m simulators.callback_bench [--tasks N] [--connections 16 64]``
 
 Tasks whose runs are in flight are stored straight into a fresh SQLite database; the bot
-(``python -m bot``) is started on it against the fake Telegram and Coze. Then every run's
+(``python -m simulators.counted_bot``: the real bot, counting its SQL statements) is started
+on it against the fake Telegram and Coze. Then every run's
 callback is posted once (first outcomes) and then again (duplicates), by `connections`
 clients each sending one after another, and the same requests go to a server with the same
 JSON and HMAC checks but no database (the ceiling, a subprocess too). Printed for each: the
-callbacks per second and the latency percentiles, from one run; compare by ratio.
+callbacks per second and the latency percentiles, and the bot process's CPU time and SQL
+statements per callback (a first outcome's include sending its text), from one run; compare
+by ratio.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -30,10 +32,12 @@ from aiohttp import web
 from tortoise.timezone import now
 
 from coze import callback_token
+from simulators.bench_scenarios import quantile
 from simulators.coze import FakeCoze
+from simulators.measured_bot import measured_bot
 from simulators.settings import bot_settings
-from simulators.soak import BotProcess, free_port, write_config
-from simulators.telegram import FakeTelegram
+from simulators.soak import free_port
+from simulators.telegram import FakeTelegram, SentMessage
 from storage import Task, TaskRun, TaskState, User, open_database
 from tasks import CallbackReceipt, CallbackReport
 from tasks.service import TaskService
@@ -45,21 +49,29 @@ TEXT = "这是视频里说的话。This is what the video says. " * 30
 
 
 @dataclass
-class Figures:
+class Posted:
     label: str
     count: int
     seconds: float
     latencies: list[float]
 
+    @property
+    def per_second(self) -> float:
+        return self.count / self.seconds
+
+    @property
+    def errors(self) -> int:
+        """Requests not answered 200."""
+        return self.count - len(self.latencies)
+
+    def quantile_ms(self, q: float) -> float:
+        return quantile(self.latencies, q) * 1000
+
     def line(self) -> str:
-        ordered = sorted(self.latencies)
-        p50 = statistics.median(ordered)
-        p99 = statistics.quantiles(ordered, n=100, method="inclusive")[98]
-        errors = self.count - len(ordered)
         return (
-            f"  {self.label:<34} {self.count / self.seconds:8.0f}/s   "
-            f"p50 {p50 * 1000:6.1f} ms   p99 {p99 * 1000:6.1f} ms"
-            + (f"   {errors} not 200" if errors else "")
+            f"  {self.label:<34} {self.per_second:8.0f}/s   "
+            f"p50 {self.quantile_ms(0.5):6.1f} ms   p99 {self.quantile_ms(0.99):6.1f} ms"
+            + (f"   {self.errors} not 200" if self.errors else "")
         )
 
 
@@ -107,7 +119,7 @@ def callback_body(run_id: str) -> bytes:
     return json.dumps(body, ensure_ascii=False).encode()
 
 
-async def post_all(url: str, bodies: list[bytes], connections: int, label: str) -> Figures:
+async def post_all(url: str, bodies: list[bytes], connections: int, label: str) -> Posted:
     """Each of `connections` clients posts its share, one request after another."""
     latencies: list[float] = []
     queue = iter(bodies)
@@ -127,7 +139,7 @@ async def post_all(url: str, bodies: list[bytes], connections: int, label: str) 
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(connections)))
         seconds = time.perf_counter() - started
-    return Figures(label, len(bodies), seconds, latencies)
+    return Posted(label, len(bodies), seconds, latencies)
 
 
 # --- the ceiling: the same checks, no database -------------------------------------------
@@ -191,6 +203,32 @@ async def _until_listening(port: int) -> None:
 # --- the run ------------------------------------------------------------------------------
 
 
+@dataclass
+class CallbackRun:
+    """One connection count: first outcomes, duplicates and the ceiling, and what the bot
+    process spent on them (a first outcome's figures include sending its text)."""
+
+    connections: int
+    first: Posted
+    duplicate: Posted
+    ceiling: Posted
+    cpu_ms_first: float
+    cpu_ms_duplicate: float
+    statements_first: float
+    statements_duplicate: float
+
+    def lines(self) -> list[str]:
+        return [
+            self.first.line()
+            + f"   {self.cpu_ms_first:.2f} ms CPU, {self.statements_first:.1f} statements each"
+            " (its text sent)",
+            self.duplicate.line()
+            + f"   {self.cpu_ms_duplicate:.2f} ms CPU, {self.statements_duplicate:.1f} statements"
+            " each",
+            self.ceiling.line(),
+        ]
+
+
 async def run(tasks: int, connections: list[int]) -> list[str]:
     lines = [f"callbacks: {tasks} runs in flight, each called back once, then again"]
     telegram, coze = FakeTelegram(), FakeCoze()
@@ -198,46 +236,69 @@ async def run(tasks: int, connections: list[int]) -> list[str]:
     await coze.start()
     try:
         with tempfile.TemporaryDirectory(prefix="link2text-callbacks-") as folder:
-            workdir = Path(folder)
             for count in connections:
-                lines += await _one_size(telegram, coze, workdir, tasks, count)
+                lines += (await measure(telegram, coze, Path(folder), tasks, count)).lines()
     finally:
         await coze.stop()
         await telegram.stop()
     return lines
 
 
-async def _one_size(
+async def measure(
     telegram: FakeTelegram, coze: FakeCoze, workdir: Path, tasks: int, connections: int
-) -> list[str]:
-    name = f"bot-{connections}.sqlite3"
+) -> CallbackRun:
+    name = f"callbacks-{connections}"
     sections = bot_settings(
-        telegram, coze, workdir, callback_secret=SECRET, database_name=name, log_level="WARNING"
+        telegram,
+        coze,
+        workdir,
+        callback_secret=SECRET,
+        database_name=f"{name}.sqlite3",
+        log_level="WARNING",
     )
-    port = free_port()
-    sections["server"]["port"] = port
-    sections["telegram"]["max_requests_per_second"] = 1000.0
-    sections["delivery"]["max_messages_per_second"] = 1000.0
+    sections["telegram"]["max_requests_per_second"] = 5000.0
+    sections["delivery"]["max_messages_per_second"] = 5000.0
     sections["delivery"]["per_chat_interval_seconds"] = 0.0
     for n in range(tasks):  # the users' chats exist: their texts can be sent
         telegram.meet(100_000 + n)
     run_ids = await store_running_tasks(str(sections["storage"]["database_url"]), tasks)
-    bot = BotProcess(workdir / f"bot-{connections}.toml", workdir / f"bot-{connections}.log")
-    write_config(bot.config, sections)
     bodies = [callback_body(run_id) for run_id in run_ids]
-    url = f"http://127.0.0.1:{port}{CALLBACK_PATH}"
-    await bot.start()
+    texts = [0]
+
+    def count(message: SentMessage) -> None:
+        texts[0] += 1
+
+    telegram.on_message = count
     try:
-        await _until_listening(port)
-        first = await post_all(url, bodies, connections, f"{connections} connections, first")
-        again = await post_all(url, bodies, connections, f"{connections} connections, duplicate")
+        async with measured_bot(workdir, name, sections) as bot:
+            url = f"{bot.url}{CALLBACK_PATH}"
+            before = await bot.reading()
+            first = await post_all(url, bodies, connections, f"{connections} connections, first")
+            for _ in range(60_000):  # until every text is sent (at most ten minutes)
+                if texts[0] >= tasks:
+                    break
+                await asyncio.sleep(0.01)
+            settled = await bot.reading()
+            again = await post_all(
+                url, bodies, connections, f"{connections} connections, duplicate"
+            )
+            after = await bot.reading()
     finally:
-        await bot.stop()
+        telegram.on_message = None
     async with ceiling_process() as ceiling_url:
         ceiling = await post_all(
             ceiling_url, bodies, connections, f"{connections} connections, no database"
         )
-    return [first.line(), again.line(), ceiling.line()]
+    return CallbackRun(
+        connections,
+        first,
+        again,
+        ceiling,
+        cpu_ms_first=(settled.cpu_seconds - before.cpu_seconds) * 1000 / tasks,
+        cpu_ms_duplicate=(after.cpu_seconds - settled.cpu_seconds) * 1000 / tasks,
+        statements_first=(settled.statements - before.statements) / tasks,
+        statements_duplicate=(after.statements - settled.statements) / tasks,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

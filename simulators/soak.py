@@ -422,9 +422,18 @@ def bot_environment() -> dict[str, str]:
 class BotProcess:
     """`python -m bot --config FILE` as a subprocess; all its runs append to one log file."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        *,
+        module: str = "bot",
+        environment: dict[str, str] | None = None,
+    ) -> None:
         self.config = config
         self.log = log
+        self.module = module  # the benchmark runs the bot through simulators.counted_bot
+        self.environment = environment or {}
         self.process: asyncio.subprocess.Process | None = None
         self.starts = 0
         self.kills = 0
@@ -443,11 +452,11 @@ class BotProcess:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "bot",
+                self.module,
                 "--config",
                 str(self.config),
                 cwd=PROJECT_ROOT,
-                env=bot_environment(),
+                env=bot_environment() | self.environment,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

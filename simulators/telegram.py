@@ -1308,6 +1308,8 @@ class FakeTelegram(SimulatorServer):
         self.max_requests_per_second: float | None = None
         self.over_limit = 0
         self.counted_calls: list[float] = []  # when each call the limit counts was accepted
+        # Called with each message the bot sends, as it is stored (the benchmark's stopwatch).
+        self.on_message: Callable[[SentMessage], None] | None = None
         self._recent: deque[float] = deque()
         # state
         self._chats: dict[int, _Chat] = {}
@@ -2407,6 +2409,8 @@ class FakeTelegram(SimulatorServer):
         chat.bot_message_ids.add(sent.message_id)
         self._sent.setdefault(chat_id, []).append(sent)
         self._sent_index[(chat_id, sent.message_id)] = sent
+        if self.on_message is not None:
+            self.on_message(sent)
         return copy.deepcopy(message)
 
     def _editable(self, params: JSONDict) -> tuple[int, _Chat, JSONDict, SentMessage]:
