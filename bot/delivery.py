@@ -149,6 +149,10 @@ class DeliveryLoop:
         self._queues: dict[int, deque[Task]] = {}
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._queued: set[int] = set()
+        # Outcomes claimed and marked in flight, whose first piece has not left yet.
+        self._marked: set[int] = set()
+        # Chats whose claim was let go with their last delivery's mark (by their worker).
+        self._let_go: set[int] = set()
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -182,22 +186,28 @@ class DeliveryLoop:
     async def dispatch(self) -> int:
         """Hand each due outcome to its chat's worker; the number handed over.
 
-        A chat gets a worker here only once this instance has claimed the chat: with several
-        instances on one database, one of them at a time delivers to a chat, in order.
+        A chat gets a worker here only once this instance has claimed the chat (all the
+        chats of one scan in one statement): with several instances on one database, one of
+        them at a time delivers to a chat, in order.
         """
+        due = [
+            task
+            for task in await self._outbox.due(BATCH, exclude=self._queued)
+            if task.id not in self._queued
+        ]
+        wanted: dict[int, None] = {}  # new chats, in order, as many as may have a worker
+        room = MAX_CHAT_WORKERS - len(self._workers)
+        for task in due:
+            if task.chat_id not in self._workers and len(wanted) < room:
+                wanted[task.chat_id] = None
+        taken = await self._outbox.take_chats(wanted) if wanted else set()
         handed = 0
-        held_elsewhere: set[int] = set()
-        for task in await self._outbox.due(BATCH, exclude=self._queued):
-            if task.id in self._queued or self._stopping.is_set():
-                continue
-            if task.chat_id in held_elsewhere:
-                continue
+        for task in due:
+            if self._stopping.is_set():
+                break
             if task.chat_id not in self._workers:
-                if len(self._workers) >= MAX_CHAT_WORKERS:
-                    continue  # picked up by a later scan
-                if not await self._outbox.take_chat(task.chat_id):
-                    held_elsewhere.add(task.chat_id)  # another instance delivers there
-                    continue
+                if task.chat_id not in taken:
+                    continue  # another instance delivers there, or no room: a later scan
                 self._claims.chats.add(task.chat_id)
             self._queued.add(task.id)
             self._queues.setdefault(task.chat_id, deque()).append(task)
@@ -218,9 +228,14 @@ class DeliveryLoop:
         queue = self._queues[chat_id]
         try:
             while queue and not self._stopping.is_set():
+                if chat_id in self._let_go:
+                    # The last delivery let the chat go with its mark, and more came since.
+                    if not await self._outbox.take_chats([chat_id]):
+                        break
+                    self._let_go.discard(chat_id)
                 task = queue.popleft()
                 try:
-                    await self.deliver(task)
+                    await self.deliver(task, in_worker=True)
                 except Exception:
                     log.exception("task %s: delivery failed unexpectedly", task.id)
                     await self._outbox.defer(task, self._backoff(task))
@@ -229,10 +244,13 @@ class DeliveryLoop:
         finally:
             # Released while this worker is still the chat's: a new worker cannot take the
             # chat in between and then lose the claim to this release.
-            try:
-                await self._outbox.release_chat(chat_id)
-            except Exception as exc:  # the claim then simply runs out
-                log.warning("could not release chat %s: %s", chat_id, type(exc).__name__)
+            if chat_id in self._let_go:
+                self._let_go.discard(chat_id)  # released with the last delivery's mark
+            else:
+                try:
+                    await self._outbox.release_chat(chat_id)
+                except Exception as exc:  # the claim then simply runs out
+                    log.warning("could not release chat %s: %s", chat_id, type(exc).__name__)
             self._claims.chats.discard(chat_id)
             for task in queue:
                 self._queued.discard(task.id)
@@ -243,16 +261,35 @@ class DeliveryLoop:
 
     # --- one outcome ------------------------------------------------------------------------
 
-    async def deliver(self, queued: Task) -> bool:
-        """Send one outcome (what is left of it); True once it is delivered or given up."""
-        with about(queued.id, queued.run_id):
-            return await self._deliver(queued)
+    async def deliver(self, queued: Task, *, in_worker: bool = False) -> bool:
+        """Send one outcome (what is left of it); True once it is delivered or given up.
 
-    async def _deliver(self, queued: Task) -> bool:
-        task = await self._outbox.claim(queued)
+        `in_worker`: sent by the chat's worker, which may let the chat go with the delivery's
+        own mark when nothing else waits for the chat.
+        """
+        with about(queued.id, queued.run_id):
+            try:
+                return await self._deliver(queued, in_worker)
+            finally:
+                self._marked.discard(queued.id)
+
+    async def _deliver(self, queued: Task, in_worker: bool) -> bool:
+        if self._free_now(queued.chat_id):
+            # The first piece may leave at once: its in-flight mark goes with the claim (one
+            # statement, in a commit shared with other chats' marks), which also flags a
+            # send found marked already (resent_after_crash).
+            task = await self._outbox.claim_for_send(queued)
+            if task is not None:
+                self._marked.add(task.id)
+            found_in_flight = queued.send_started_at is not None
+        else:
+            task = await self._outbox.claim(queued)
+            found_in_flight = task is not None and task.send_started_at is not None
+            if found_in_flight and task is not None:
+                await self._outbox.resent_after_crash(task)
         if task is None:
             return False  # delivered, retried or given up meanwhile
-        if task.send_started_at is not None:
+        if found_in_flight:
             # The last process died with this send on the wire: Telegram may have it already.
             # Sending again may show it twice; not sending may lose it. Nothing is lost.
             log.warning(
@@ -261,7 +298,6 @@ class DeliveryLoop:
                 task.id,
                 task.delivered_parts + 1,
             )
-            await self._outbox.resent_after_crash(task)
         for _ in range(MAX_WAITS_PER_DELIVERY):
             try:
                 await self._send_outcome(task)
@@ -269,6 +305,7 @@ class DeliveryLoop:
                 # The rate limiter has recorded the pause (or raised because of it): _pace
                 # waits it out, where a shutdown can interrupt it.
                 log.info("task %s: chat %s must wait (%s)", task.id, task.chat_id, exc.message)
+                self._marked.discard(task.id)
                 await self._outbox.end_send(task)
                 fresh = await self._outbox.claim(task)  # pieces sent so far count
                 if fresh is None:
@@ -291,7 +328,11 @@ class DeliveryLoop:
             except _Stopping:
                 await self._outbox.end_send(task)
                 return False
-            await self._outbox.delivered(task)
+            # Nothing else waits for the chat: its claim goes with this mark.
+            release = in_worker and not self._queues.get(task.chat_id)
+            await self._outbox.delivered(task, release_chat=release)
+            if release:
+                self._let_go.add(task.chat_id)
             return True
         return False  # still throttled: back in the outbox for the next scan
 
@@ -361,7 +402,10 @@ class DeliveryLoop:
         """Send piece `index` of the outcome once, and record it as sent. The last piece is
         recorded with the delivery itself (`Outbox.delivered`): one commit, not two."""
         await self._pace(task.chat_id)
-        await self._outbox.in_flight(task)
+        if task.id in self._marked:
+            self._marked.discard(task.id)  # marked in flight when it was claimed
+        else:
+            await self._outbox.in_flight(task)
         try:
             await send()
         except TimedOut:

@@ -21,11 +21,11 @@ import datetime as dt
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q, Subquery
 from tortoise.timezone import now
 
 from storage.models import ChatLease, InboxUpdate, Task
+from storage.prebuilt import Prebuilt
 
 
 @dataclass(frozen=True)
@@ -74,16 +74,25 @@ async def renew_tasks(ids: Collection[int], lease: Lease) -> None:
 
 async def take_chat(chat_id: int, lease: Lease) -> bool:
     """Claim delivery to the chat; False while another instance holds it."""
+    return chat_id in await take_chats([chat_id], lease)
+
+
+async def take_chats(chat_ids: Collection[int], lease: Lease) -> set[int]:
+    """Claim delivery to these chats, in one statement; the chats now held (not those another
+    instance holds)."""
+    wanted = list(dict.fromkeys(chat_ids))
+    if not wanted:
+        return set()
     moment = now()
-    try:
-        await ChatLease.create(chat_id=chat_id, holder=lease.holder, until=lease.until(moment))
-        return True
-    except IntegrityError:
-        pass
-    taken = await ChatLease.filter(
-        Q(until__lte=moment) | Q(holder=lease.holder), chat_id=chat_id
-    ).update(holder=lease.holder, until=lease.until(moment))
-    return taken == 1
+    until = lease.until(moment)
+    rows = await Prebuilt(
+        f"""INSERT INTO chat_leases (chat_id, holder, "until")
+        VALUES {", ".join(["(?, ?, ?)"] * len(wanted))}
+        ON CONFLICT (chat_id) DO UPDATE SET holder = excluded.holder, "until" = excluded."until"
+        WHERE chat_leases."until" <= ? OR chat_leases.holder = ?
+        RETURNING chat_id"""
+    ).rows([*(v for chat in wanted for v in (chat, lease.holder, until)), moment, lease.holder])
+    return {int(row["chat_id"]) for row in rows}
 
 
 async def renew_chats(chat_ids: Collection[int], lease: Lease) -> None:
@@ -93,8 +102,11 @@ async def renew_chats(chat_ids: Collection[int], lease: Lease) -> None:
         )
 
 
+_RELEASE_CHAT = Prebuilt("DELETE FROM chat_leases WHERE chat_id = ? AND holder = ?")
+
+
 async def release_chat(chat_id: int, lease: Lease) -> None:
-    await ChatLease.filter(chat_id=chat_id, holder=lease.holder).delete()
+    await _RELEASE_CHAT.count([chat_id, lease.holder])
 
 
 async def release_all(lease: Lease) -> None:

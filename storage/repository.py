@@ -615,6 +615,33 @@ async def claim_outcome(ref: OutcomeRef) -> Task | None:
     return await _undelivered(ref).first()
 
 
+#: Only this outcome, and only while it is still waiting for delivery (as `_undelivered`).
+_UNDELIVERED_SQL = (
+    "id = ? AND run_id = ? AND state = ? AND notification_sent = FALSE AND undeliverable = FALSE"
+)
+
+_CLAIM_FOR_SEND = Prebuilt(
+    f"""UPDATE tasks SET send_started_at = ?,
+    resent_after_crash = CASE WHEN send_started_at IS NULL THEN resent_after_crash ELSE TRUE END
+    WHERE {_UNDELIVERED_SQL} RETURNING *"""
+)
+
+
+async def claim_for_send(ref: OutcomeRef) -> Task | None:
+    """`claim_outcome` and `mark_in_flight` in one statement: the outcome as stored, if it
+    still awaits delivery, now marked as being sent.
+
+    A send that was already marked (the process died with it on the wire) is flagged
+    `resent_after_crash` by the same statement: the user may see that text twice.
+    """
+    rows = await _CLAIM_FOR_SEND.rows([now(), *_ref_values(ref)])
+    return Task._init_from_db(**rows[0]) if rows else None
+
+
+def _ref_values(ref: OutcomeRef) -> list[object]:
+    return [ref.task_id, ref.run_id, ref.state.value]
+
+
 async def mark_in_flight(ref: OutcomeRef) -> None:
     """A request carrying (part of) the outcome is about to leave; cleared when it ends."""
     await _undelivered(ref).update(send_started_at=now())
@@ -633,24 +660,20 @@ async def part_sent(ref: OutcomeRef, parts: int, *, timed_out: bool = False) -> 
     await _undelivered(ref).update(**values)
 
 
+_MARK_DELIVERED = Prebuilt(
+    f"""UPDATE tasks SET delivered_parts = COALESCE(?, delivered_parts),
+    send_timed_out = (send_timed_out OR ?), notification_sent = TRUE, notified_at = ?,
+    send_started_at = NULL, deliver_after = NULL, delivery_attempts = delivery_attempts + 1
+    WHERE {_UNDELIVERED_SQL}"""
+)
+
+
 async def mark_delivered(
     ref: OutcomeRef, *, parts: int | None = None, timed_out: bool = False
 ) -> bool:
     """Record that this attempt's outcome reached the user (only that attempt's): with its
     pieces sent (`parts`) and whether a send timed out, when the last piece is recorded here."""
-    recorded: dict[str, object] = {}
-    if parts is not None:
-        recorded["delivered_parts"] = parts
-    if timed_out:
-        recorded["send_timed_out"] = True
-    updated = await _undelivered(ref).update(
-        **recorded,
-        notification_sent=True,
-        notified_at=now(),
-        send_started_at=None,
-        deliver_after=None,
-        delivery_attempts=F("delivery_attempts") + 1,
-    )
+    updated = await _MARK_DELIVERED.count([parts, timed_out, now(), *_ref_values(ref)])
     return updated == 1
 
 

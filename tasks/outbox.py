@@ -16,12 +16,16 @@ from storage import Task, claims, repository
 from storage.claims import LOCAL, Lease
 from storage.repository import OutcomeRef
 from tasks.metrics import Metrics
+from tasks.outcome_writer import GroupCommit
 
 
 class Outbox:
     def __init__(self, metrics: Metrics | None = None, lease: Lease = LOCAL) -> None:
         self._metrics = metrics or Metrics()
         self._lease = lease
+        # The marks of every send (in flight, delivered), from all chats at once, share
+        # commits: one transaction takes whatever is waiting when the last one ends.
+        self.writes = GroupCommit("delivery-writes")
 
     async def due(self, limit: int, exclude: Collection[int] = ()) -> list[Task]:
         """Outcomes to send now, oldest first (those backing off after a failure wait), except
@@ -36,6 +40,10 @@ class Outbox:
         """Deliver to this chat from this instance (one at a time per chat, in order)."""
         return await claims.take_chat(chat_id, self._lease)
 
+    async def take_chats(self, chat_ids: Collection[int]) -> set[int]:
+        """`take_chat` for several chats in one statement: those now delivered from here."""
+        return await claims.take_chats(chat_ids, self._lease)
+
     async def release_chat(self, chat_id: int) -> None:
         await claims.release_chat(chat_id, self._lease)
 
@@ -46,6 +54,13 @@ class Outbox:
         stopped: the caller decides what to do about a possible duplicate.
         """
         return await repository.claim_outcome(OutcomeRef.of(task))
+
+    async def claim_for_send(self, task: Task) -> Task | None:
+        """`claim` and `in_flight` in one statement, committed with other chats' marks: the
+        outcome as stored, if it still awaits delivery, now marked as being sent (and flagged
+        `resent_after_crash` if a send was already marked: the process died during it)."""
+        ref = OutcomeRef.of(task)
+        return await self.writes.write(lambda: repository.claim_for_send(ref))
 
     async def in_flight(self, task: Task) -> None:
         await repository.mark_in_flight(OutcomeRef.of(task))
@@ -59,12 +74,20 @@ class Outbox:
     async def part_sent(self, task: Task, parts: int, *, timed_out: bool = False) -> None:
         await repository.part_sent(OutcomeRef.of(task), parts, timed_out=timed_out)
 
-    async def delivered(self, task: Task) -> bool:
+    async def delivered(self, task: Task, *, release_chat: bool = False) -> bool:
         """The outcome reached the user: its last piece (`task.delivered_parts`, and whether
-        a send timed out) is recorded with it, in one commit."""
-        done = await repository.mark_delivered(
-            OutcomeRef.of(task), parts=task.delivered_parts, timed_out=task.send_timed_out
-        )
+        a send timed out) is recorded with it, in one commit shared with other chats' marks;
+        with `release_chat`, the chat's claim is let go in the same transaction."""
+        ref, parts, timed_out = OutcomeRef.of(task), task.delivered_parts, task.send_timed_out
+        chat_id = task.chat_id
+
+        async def write() -> bool:
+            marked = await repository.mark_delivered(ref, parts=parts, timed_out=timed_out)
+            if release_chat:
+                await claims.release_chat(chat_id, self._lease)
+            return marked
+
+        done = await self.writes.write(write)
         if done:
             self._metrics.delivery("delivered")
             if task.completed_at is not None:

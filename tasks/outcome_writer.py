@@ -13,7 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tortoise.transactions import in_transaction
 
 from storage import repository
 from storage.repository import ApplyResult, Outcome
@@ -21,6 +25,8 @@ from storage.repository import ApplyResult, Outcome
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -81,3 +87,61 @@ class OutcomeWriter:
 def _fail(waiting: _Waiting, error: BaseException) -> None:
     if not waiting.answer.done():
         waiting.answer.set_exception(error)
+
+
+class GroupCommit:
+    """Small writes from many callers, written together: one transaction, one commit.
+
+    The same scheme as OutcomeWriter, for any write: each is a function run inside the shared
+    transaction (Tortoise's connection is then the transaction's), answered once the
+    transaction is committed. Should a transaction fail, each of its writes is tried alone, so
+    one that the database refuses fails only its own caller.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._queue: deque[_Write] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        self.batches = 0  # transactions written
+
+    async def write(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run `work` in the next transaction; its result once that is committed."""
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Write(work, answer))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name=self._name)
+        # Shielded: a caller that goes away still has its write committed (or not) whole.
+        result: T = await asyncio.shield(answer)
+        return result
+
+    async def drain(self) -> None:
+        while self._writer is not None and not self._writer.done():
+            await asyncio.gather(self._writer, return_exceptions=True)
+
+    async def _write(self) -> None:
+        while self._queue:
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
+            if not await self._write_batch(batch) and len(batch) > 1:
+                log.warning("%d writes could not be made together; making each", len(batch))
+                for write in batch:
+                    await self._write_batch([write])
+
+    async def _write_batch(self, batch: list[_Write]) -> bool:
+        try:
+            async with in_transaction():
+                results = [await write.work() for write in batch]
+        except Exception as exc:
+            if len(batch) == 1 and not batch[0].answer.done():
+                batch[0].answer.set_exception(exc)
+            return False
+        self.batches += 1
+        for write, result in zip(batch, results, strict=True):
+            if not write.answer.done():
+                write.answer.set_result(result)
+        return True
+
+
+@dataclass
+class _Write:
+    work: Callable[[], Awaitable[Any]]
+    answer: asyncio.Future[Any]
