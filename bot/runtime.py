@@ -35,6 +35,7 @@ from bot.languages import Languages
 from bot.polling import Poller
 from bot.polling_turn import LOCK_NAME, PollingTurn
 from bot.ratelimit import RateLimiter, pauses_of
+from bot.telegram_request import AiohttpRequest
 from bot.updates import PerChatUpdateProcessor
 from coze import CozeWorkflowClient
 from storage import DatabaseOpenError, open_database, ping
@@ -200,8 +201,17 @@ def build_application(
                 max_retries=2,
             )
         )
-        .read_timeout(settings.telegram.request_timeout_seconds)
-        .write_timeout(settings.telegram.request_timeout_seconds)
+        # aiohttp's client in place of PTB's HTTPXRequest, with what the builder gave it: 256
+        # connections for the bot's calls, one for getUpdates (whose read timeout the poller
+        # passes with each call).
+        .request(
+            AiohttpRequest(
+                connection_pool_size=256,
+                read_timeout=settings.telegram.request_timeout_seconds,
+                write_timeout=settings.telegram.request_timeout_seconds,
+            )
+        )
+        .get_updates_request(AiohttpRequest(connection_pool_size=1))
         .concurrent_updates(
             PerChatUpdateProcessor(
                 max_concurrent_updates=64,
@@ -325,6 +335,9 @@ def _telegram(settings: Settings, public_url: str) -> CleanupContext:
             stack.push_async_callback(_wait_or_cancel, reloading, 0.0)
             # Each step registers its own undoing, so a failure half-way through start-up
             # (a rejected token, an unreachable Telegram) still shuts down what was started.
+            # The bot's HTTP sessions open before getMe: a rejected token or an unreachable
+            # Telegram leaves them open, closed here (after application.shutdown, a no-op).
+            stack.push_async_callback(application.bot.shutdown)
             await application.initialize()  # getMe: the token is good, Telegram answers
             stack.push_async_callback(application.shutdown)
             readiness = app[READINESS]
