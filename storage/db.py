@@ -23,7 +23,7 @@ class DatabaseOpenError(Exception):
 
 def tortoise_config(database_url: str) -> dict[str, Any]:
     return {
-        "connections": {"default": database_url},
+        "connections": {"default": _durable(database_url)},
         "apps": {
             APP_LABEL: {
                 "models": ["storage.models"],
@@ -36,10 +36,6 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
     }
 
 
-#: For the `tortoise` CLI only (`tortoise makemigrations`), named in pyproject.toml.
-MIGRATIONS_CONFIG = tortoise_config("sqlite://data/bot.sqlite3")
-
-
 def is_postgres(database_url: str) -> bool:
     """Whether the URL names a PostgreSQL database (each scheme Tortoise takes for one)."""
     return database_url.startswith(("postgres://", "postgresql://", "asyncpg://", "psycopg://"))
@@ -47,6 +43,20 @@ def is_postgres(database_url: str) -> bool:
 
 def is_sqlite(database_url: str) -> bool:
     return database_url.startswith("sqlite://")
+
+
+def _durable(database_url: str) -> str:
+    """On SQLite, every commit reaches the disk before it returns (`synchronous=FULL`): an
+    outcome is stored before its callback is answered, and must survive a power loss. SQLite's
+    default is FULL too, but a build may lower it; a URL that names its own `synchronous` keeps
+    it (the operator's choice)."""
+    if not is_sqlite(database_url) or "synchronous=" in database_url.partition("?")[2]:
+        return database_url
+    return database_url + ("&" if "?" in database_url else "?") + "synchronous=FULL"
+
+
+#: For the `tortoise` CLI only (`tortoise makemigrations`), named in pyproject.toml.
+MIGRATIONS_CONFIG = tortoise_config("sqlite://data/bot.sqlite3")
 
 
 def _ensure_sqlite_dir(database_url: str) -> None:
