@@ -36,6 +36,7 @@ Timeouts, mapped onto aiohttp's:
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import ssl
 from functools import lru_cache
@@ -185,6 +186,8 @@ def _body(request_data: RequestData, files: dict[str, Any] | None) -> Any:
     for name, value in fields.items():
         form.add_field(name, value)
     for name, (filename, content, content_type) in files.items():
+        if isinstance(content, bytes):  # written in chunks, as aiohttp asks of large bodies
+            content = io.BytesIO(content)
         form.add_field(name, content, filename=filename, content_type=content_type)
     return form
 
