@@ -57,6 +57,8 @@ from tasks.reconciler import rate_limiter
 log = logging.getLogger(__name__)
 
 BATCH = 100
+# The least time between two scans of the outbox (an idle loop scans at once when woken).
+MIN_SCAN_GAP = 0.02
 # Chats served at once; more wait for the next scan.
 MAX_CHAT_WORKERS = 64
 # RetryAfter answers waited out within one delivery before it goes back to the queue.
@@ -157,8 +159,16 @@ class DeliveryLoop:
     # --- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_scan = -MIN_SCAN_GAP
         try:
             while not self._stopping.is_set():
+                # Under load nearly every outcome stored (and every worker done) wakes the
+                # loop: scans are spaced so that each picks up what came meanwhile.
+                gap = last_scan + MIN_SCAN_GAP - loop.time()
+                if gap > 0:
+                    await asyncio.sleep(gap)
+                last_scan = loop.time()
                 self._service.outbox_ready.clear()
                 try:
                     await self.dispatch()

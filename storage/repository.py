@@ -567,6 +567,29 @@ async def undelivered_outcomes(
     return await query.order_by("completed_at", "id").limit(limit)
 
 
+#: What the delivery loop needs of an outcome to queue it (a claim reads the rest).
+_QUEUED_COLUMNS = "id, run_id, state, chat_id, send_started_at, delivery_attempts"
+
+
+async def outcomes_to_queue(
+    moment: dt.datetime, limit: int, exclude: Collection[int] = (), lease: Lease = LOCAL
+) -> list[Task]:
+    """`undelivered_outcomes` in one prebuilt statement, each task with only what a delivery
+    queue needs (`_QUEUED_COLUMNS`): the delivery loop scans after nearly every outcome."""
+    excluded = list(exclude)
+    sql = f"""SELECT {_QUEUED_COLUMNS} FROM tasks
+    WHERE (deliver_after IS NULL OR deliver_after <= ?)
+    AND state IN ({_FINISHED_SQL}) AND notification_sent = FALSE AND undeliverable = FALSE
+    AND chat_id NOT IN (SELECT chat_id FROM chat_leases WHERE "until" > ? AND holder <> ?)
+    {f"AND id NOT IN ({placeholders(len(excluded))})" if excluded else ""}
+    ORDER BY completed_at, id LIMIT ?"""
+    rows = await Prebuilt(sql).rows([moment, moment, lease.holder, *excluded, limit])
+    return [Task._init_from_db(**row) for row in rows]
+
+
+_FINISHED_SQL = ", ".join(f"'{state.value}'" for state in FINISHED_STATES)
+
+
 async def next_delivery_due() -> dt.datetime | None:
     """The earliest time an outcome backing off after a failed send is due again."""
     task = (
@@ -736,8 +759,13 @@ async def mark_progress_shown(task_id: int, run_id: str, progress: int) -> None:
     )
 
 
+_USER = Prebuilt("SELECT * FROM users WHERE id = ?")
+
+
 async def get_user(user_id: int) -> User | None:
-    return await User.get_or_none(id=user_id)
+    # Read for nearly every text delivered (a user's language and choices): prebuilt SQL.
+    rows = await _USER.rows([user_id])
+    return User._init_from_db(**rows[0]) if rows else None
 
 
 async def get_user_task(user_id: int, task_id: int) -> Task | None:

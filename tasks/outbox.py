@@ -31,7 +31,7 @@ class Outbox:
         """Outcomes to send now, oldest first (those backing off after a failure wait), except
         the tasks in `exclude` (already being sent) and the chats another instance is
         delivering to."""
-        return await repository.undelivered_outcomes(now(), limit, exclude, self._lease)
+        return await repository.outcomes_to_queue(now(), limit, exclude, self._lease)
 
     async def next_due(self) -> dt.datetime | None:
         return await repository.next_delivery_due()
