@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import logging
 from typing import Protocol
@@ -64,6 +65,10 @@ class Reconciler:
         self._semaphore = asyncio.Semaphore(max_concurrent)
         self._stopping = asyncio.Event()
         self._checks: dict[int, asyncio.Task[bool]] = {}
+        # When the next pass is planned; a run started with a check due sooner moves it.
+        self._wake_at: dt.datetime | None = None
+        self._wake = asyncio.Event()
+        service.on_check_scheduled = self._check_scheduled
 
     async def run(self) -> None:
         try:
@@ -74,9 +79,7 @@ class Reconciler:
                     pause = await self._until_next_check()
                 except Exception:
                     log.exception("reconciliation pass failed; trying again later")
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(pause):
-                        await self._stopping.wait()
+                await self._sleep(pause)
         finally:
             # A check only reads Coze's history: one cut short is simply made after a restart.
             for check in self._checks.values():
@@ -93,8 +96,28 @@ class Reconciler:
             return self._scan_interval
         return min(self._scan_interval, max(MIN_PAUSE_SECONDS, (due - now()).total_seconds()))
 
+    async def _sleep(self, pause: float) -> None:
+        """Until the next pass is due: `pause` seconds from now, or sooner when a run starts
+        whose first check is due before then; at once when stopping."""
+        self._wake_at = now() + dt.timedelta(seconds=pause)
+        while not self._stopping.is_set():
+            left = (self._wake_at - now()).total_seconds()
+            if left <= 0:
+                break
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._wake.wait()
+        self._wake_at = None
+
+    def _check_scheduled(self, due: dt.datetime) -> None:
+        if self._wake_at is not None and due < self._wake_at:
+            self._wake_at = max(due, now() + dt.timedelta(seconds=MIN_PAUSE_SECONDS))
+            self._wake.set()
+
     def stop(self) -> None:
         self._stopping.set()
+        self._wake.set()
 
     async def run_once(self) -> int:
         """One pass: expire overdue tasks, and start the checks that are due (they run in the

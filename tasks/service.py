@@ -12,7 +12,7 @@ import datetime as dt
 import hmac
 import logging
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any, Literal, Protocol
@@ -171,6 +171,9 @@ class TaskService:
         # Set whenever something awaits sending (an outcome, or progress to show); the
         # delivery loop waits on it.
         self.outbox_ready = asyncio.Event()
+        # Told when a run starts, with when its first run-history check is due: the reconciler
+        # sleeping past that wakes up for it (poll mode's first look comes after seconds).
+        self.on_check_scheduled: Callable[[dt.datetime], None] | None = None
         self.metrics = metrics or Metrics()
         # This instance's claims on work other instances may also see (tasks.claims).
         self.claims = claims or Claims()
@@ -392,12 +395,12 @@ class TaskService:
             self.outbox_ready.set()
 
     async def _started(self, task_id: int, run_id: str, run: StartedRun) -> None:
+        first_check = now() + self._reconcile_after
         started = await repository.mark_started(
-            task_id=task_id,
-            run_id=run_id,
-            execute_id=run.execute_id,
-            next_check_at=now() + self._reconcile_after,
+            task_id=task_id, run_id=run_id, execute_id=run.execute_id, next_check_at=first_check
         )
+        if started and self.on_check_scheduled is not None:
+            self.on_check_scheduled(first_check)
         log.info(
             "task %s: run %s started (execute_id %s)%s",
             task_id,

@@ -60,3 +60,22 @@ async def test_a_long_run_is_polled_less_and_less_often(
     assert 2 <= coze.history_calls <= 6, coze.history_calls
     task = await Task.get(id=1)
     assert task.state == "completed" and not task.callback_received
+
+
+async def test_the_first_look_comes_after_the_poll_interval_not_the_next_scan(
+    database_url: str, telegram: FakeTelegram, coze: FakeCoze, chat: Conversation
+) -> None:
+    """The reconciler sleeps until its next pass (up to `tasks.scan_interval_seconds`, here a
+    minute) when nothing is due; a run started meanwhile must not wait for that pass."""
+    settings = make_settings(
+        database_url,
+        telegram,
+        coze,
+        coze={"completion": "poll", "poll_interval_seconds": POLL},
+        tasks={"scan_interval_seconds": 60.0},
+    )
+    coze.outcome_for = lambda url: WorkflowOutcome(text="Read in time.", duration=0.05)
+    async with running_bot(settings):
+        chat.send("https://v.douyin.com/first-look/")
+        _ack, text = await chat.wait_for_messages(2, timeout=5.0)
+        assert text.text is not None and "Read in time." in text.text
