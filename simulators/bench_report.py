@@ -131,8 +131,9 @@ def rows(results: Results) -> list[Row]:
         )
         out.append(
             Row(
-                "SQL statements per task, callback / poll mode",
-                f"{cb['statements_per_task']:.1f} / {poll['statements_per_task']:.1f}",
+                "SQL statements (of them reads) per task, callback / poll mode",
+                f"{cb['statements_per_task']:.1f} ({cb['reads_per_task']:.1f}) / "
+                f"{poll['statements_per_task']:.1f} ({poll['reads_per_task']:.1f})",
             )
         )
     if "many" in results:

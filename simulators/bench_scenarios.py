@@ -304,6 +304,7 @@ async def completion_mode(
         **spread("completion_to_text", waits),
         "coze_calls_per_task": calls / links,
         "statements_per_task": (after.statements - before.statements) / links,
+        "reads_per_task": (after.reads - before.reads) / links,
         "cpu_ms_per_task": (after.cpu_seconds - before.cpu_seconds) * 1000 / links,
     }
 

@@ -31,6 +31,7 @@ class Reading:
 
     cpu_seconds: float
     statements: int
+    reads: int  # the statements that were SELECTs
 
 
 class MeasuredBot:
@@ -85,19 +86,20 @@ class MeasuredBot:
                 return int(line.split()[1]) * 1024
         raise RuntimeError("no VmHWM in /proc: not Linux?")
 
-    async def statements(self) -> int:
-        """SQL statements the bot has run so far (it writes the count when signalled)."""
+    async def reading(self) -> Reading:
+        """CPU time so far, and the SQL statements and reads the bot has run so far (it
+        writes the counts when signalled)."""
+        cpu = self.cpu_seconds()
         self._statements.unlink(missing_ok=True)
         os.kill(self.pid, signal.SIGUSR1)
         for _ in range(200):
             try:
-                return int(self._statements.read_text(encoding="utf-8").split("\n", 1)[0])
+                first = self._statements.read_text(encoding="utf-8").split("\n", 1)[0]
+                statements, reads = (int(number) for number in first.split())
+                return Reading(cpu, statements, reads)
             except (FileNotFoundError, ValueError):
                 await asyncio.sleep(0.01)
         raise RuntimeError(self._failure("the bot did not report its statement count"))
-
-    async def reading(self) -> Reading:
-        return Reading(self.cpu_seconds(), await self.statements())
 
     def _failure(self, what: str) -> str:
         return "\n".join([what + "; the end of its log:", *self._process.tail()])
