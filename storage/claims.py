@@ -25,7 +25,7 @@ from tortoise.expressions import Q, Subquery
 from tortoise.timezone import now
 
 from storage.models import ChatLease, InboxUpdate, Task
-from storage.prebuilt import Prebuilt
+from storage.prebuilt import Prebuilt, placeholders
 
 
 @dataclass(frozen=True)
@@ -102,11 +102,18 @@ async def renew_chats(chat_ids: Collection[int], lease: Lease) -> None:
         )
 
 
-_RELEASE_CHAT = Prebuilt("DELETE FROM chat_leases WHERE chat_id = ? AND holder = ?")
-
-
 async def release_chat(chat_id: int, lease: Lease) -> None:
-    await _RELEASE_CHAT.count([chat_id, lease.holder])
+    await release_chats([chat_id], lease)
+
+
+async def release_chats(chat_ids: Collection[int], lease: Lease) -> None:
+    """Let these chats go (those this instance holds), in one statement."""
+    wanted = list(dict.fromkeys(chat_ids))
+    if wanted:
+        chats = placeholders(len(wanted))
+        await Prebuilt(f"DELETE FROM chat_leases WHERE holder = ? AND chat_id IN ({chats})").count(
+            [lease.holder, *wanted]
+        )
 
 
 async def release_all(lease: Lease) -> None:

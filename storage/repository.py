@@ -643,12 +643,6 @@ _UNDELIVERED_SQL = (
     "id = ? AND run_id = ? AND state = ? AND notification_sent = FALSE AND undeliverable = FALSE"
 )
 
-_CLAIM_FOR_SEND = Prebuilt(
-    f"""UPDATE tasks SET send_started_at = ?,
-    resent_after_crash = CASE WHEN send_started_at IS NULL THEN resent_after_crash ELSE TRUE END
-    WHERE {_UNDELIVERED_SQL} RETURNING *"""
-)
-
 
 async def claim_for_send(ref: OutcomeRef) -> Task | None:
     """`claim_outcome` and `mark_in_flight` in one statement: the outcome as stored, if it
@@ -657,12 +651,43 @@ async def claim_for_send(ref: OutcomeRef) -> Task | None:
     A send that was already marked (the process died with it on the wire) is flagged
     `resent_after_crash` by the same statement: the user may see that text twice.
     """
-    rows = await _CLAIM_FOR_SEND.rows([now(), *_ref_values(ref)])
-    return Task._init_from_db(**rows[0]) if rows else None
+    (claimed,) = await claim_for_send_many([ref])
+    return claimed
 
 
-def _ref_values(ref: OutcomeRef) -> list[object]:
-    return [ref.task_id, ref.run_id, ref.state.value]
+async def claim_for_send_many(refs: list[OutcomeRef]) -> list[Task | None]:
+    """`claim_for_send` for several outcomes in one statement: for each, as it stands now."""
+    unique = list(dict.fromkeys(refs))
+    rows = await _claim_sql(len(unique)).rows(
+        [now(), *(ref.task_id for ref in unique), *_refs_values(unique)]
+    )
+    claimed = {_ref_of_row(row): Task._init_from_db(**row) for row in rows}
+    return [claimed.get(ref) for ref in refs]
+
+
+def _ref_of_row(row: dict[str, Any]) -> OutcomeRef:
+    return OutcomeRef(int(row["id"]), row["run_id"], TaskState(row["state"]))
+
+
+@functools.lru_cache(maxsize=64)
+def _claim_sql(count: int) -> Prebuilt:
+    return Prebuilt(
+        f"""UPDATE tasks SET send_started_at = ?,
+        resent_after_crash = CASE WHEN send_started_at IS NULL THEN resent_after_crash ELSE TRUE END
+        WHERE {_undelivered_sql(count)} RETURNING *"""
+    )
+
+
+def _undelivered_sql(count: int) -> str:
+    """Only these outcomes (`count` of them: each id, run id and state), and only while they
+    still wait for delivery (as `_undelivered`)."""
+    ids = placeholders(count)
+    each = " OR ".join(["(id = ? AND run_id = ? AND state = ?)"] * count)
+    return f"id IN ({ids}) AND ({each}) AND notification_sent = FALSE AND undeliverable = FALSE"
+
+
+def _refs_values(refs: list[OutcomeRef]) -> list[object]:
+    return [value for ref in refs for value in (ref.task_id, ref.run_id, ref.state.value)]
 
 
 async def mark_in_flight(ref: OutcomeRef) -> None:
@@ -683,21 +708,44 @@ async def part_sent(ref: OutcomeRef, parts: int, *, timed_out: bool = False) -> 
     await _undelivered(ref).update(**values)
 
 
-_MARK_DELIVERED = Prebuilt(
-    f"""UPDATE tasks SET delivered_parts = COALESCE(?, delivered_parts),
-    send_timed_out = (send_timed_out OR ?), notification_sent = TRUE, notified_at = ?,
-    send_started_at = NULL, deliver_after = NULL, delivery_attempts = delivery_attempts + 1
-    WHERE {_UNDELIVERED_SQL}"""
-)
-
-
 async def mark_delivered(
     ref: OutcomeRef, *, parts: int | None = None, timed_out: bool = False
 ) -> bool:
     """Record that this attempt's outcome reached the user (only that attempt's): with its
     pieces sent (`parts`) and whether a send timed out, when the last piece is recorded here."""
-    updated = await _MARK_DELIVERED.count([parts, timed_out, now(), *_ref_values(ref)])
-    return updated == 1
+    (marked,) = await mark_delivered_many([(ref, parts, timed_out)])
+    return marked
+
+
+async def mark_delivered_many(items: list[tuple[OutcomeRef, int | None, bool]]) -> list[bool]:
+    """`mark_delivered` for several outcomes (ref, parts, timed out): one statement for all
+    that share their parts and timed out (usually all); whether each was marked."""
+    moment = now()
+    groups: dict[tuple[int | None, bool], list[OutcomeRef]] = {}
+    for ref, parts, timed_out in items:
+        groups.setdefault((parts, timed_out), []).append(ref)
+    marked: set[OutcomeRef] = set()
+    for (parts, timed_out), refs in groups.items():
+        unique = list(dict.fromkeys(refs))
+        rows = await _delivered_sql(len(unique)).rows(
+            [parts, timed_out, moment, *(ref.task_id for ref in unique), *_refs_values(unique)]
+        )
+        marked.update(_ref_of_row(row) for row in rows)
+    answers = []
+    for ref, _, _ in items:
+        answers.append(ref in marked)
+        marked.discard(ref)  # a second mark of the same outcome changed nothing
+    return answers
+
+
+@functools.lru_cache(maxsize=64)
+def _delivered_sql(count: int) -> Prebuilt:
+    return Prebuilt(
+        f"""UPDATE tasks SET delivered_parts = COALESCE(?, delivered_parts),
+        send_timed_out = (send_timed_out OR ?), notification_sent = TRUE, notified_at = ?,
+        send_started_at = NULL, deliver_after = NULL, delivery_attempts = delivery_attempts + 1
+        WHERE {_undelivered_sql(count)} RETURNING id, run_id, state"""
+    )
 
 
 async def mark_undeliverable(ref: OutcomeRef) -> bool:

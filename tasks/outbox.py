@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection
+from dataclasses import dataclass
 
 from tortoise.timezone import now
 
@@ -59,8 +60,7 @@ class Outbox:
         """`claim` and `in_flight` in one statement, committed with other chats' marks: the
         outcome as stored, if it still awaits delivery, now marked as being sent (and flagged
         `resent_after_crash` if a send was already marked: the process died during it)."""
-        ref = OutcomeRef.of(task)
-        return await self.writes.write(lambda: repository.claim_for_send(ref))
+        return await self.writes.write(repository.claim_for_send_many, OutcomeRef.of(task))
 
     async def in_flight(self, task: Task) -> None:
         await repository.mark_in_flight(OutcomeRef.of(task))
@@ -78,16 +78,13 @@ class Outbox:
         """The outcome reached the user: its last piece (`task.delivered_parts`, and whether
         a send timed out) is recorded with it, in one commit shared with other chats' marks;
         with `release_chat`, the chat's claim is let go in the same transaction."""
-        ref, parts, timed_out = OutcomeRef.of(task), task.delivered_parts, task.send_timed_out
-        chat_id = task.chat_id
-
-        async def write() -> bool:
-            marked = await repository.mark_delivered(ref, parts=parts, timed_out=timed_out)
-            if release_chat:
-                await claims.release_chat(chat_id, self._lease)
-            return marked
-
-        done = await self.writes.write(write)
+        mark = _Delivered(
+            OutcomeRef.of(task),
+            task.delivered_parts,
+            task.send_timed_out,
+            task.chat_id if release_chat else None,
+        )
+        done = await self.writes.write(self._deliver_many, mark)
         if done:
             self._metrics.delivery("delivered")
             if task.completed_at is not None:
@@ -96,6 +93,16 @@ class Outbox:
                     self._metrics.run_finished(
                         (task.completed_at - task.started_at).total_seconds()
                     )
+        return done
+
+    async def _deliver_many(self, marks: list[_Delivered]) -> list[bool]:
+        """The delivered marks of several chats, and the chats let go, in two statements."""
+        done = await repository.mark_delivered_many(
+            [(mark.ref, mark.parts, mark.timed_out) for mark in marks]
+        )
+        await claims.release_chats(
+            [mark.release for mark in marks if mark.release is not None], self._lease
+        )
         return done
 
     # Each delivery result is counted once it is recorded, as the database has it.
@@ -127,3 +134,11 @@ class Outbox:
     async def tasks_acknowledged_by(self, task: Task) -> list[Task]:
         """The tasks that share `task`'s acknowledgement message (one per link of a message)."""
         return await repository.tasks_with_ack(task.chat_id, task.ack_message_id)
+
+
+@dataclass(frozen=True)
+class _Delivered:
+    ref: OutcomeRef
+    parts: int
+    timed_out: bool
+    release: int | None  # the chat to let go with the mark

@@ -92,10 +92,12 @@ def _fail(waiting: _Waiting, error: BaseException) -> None:
 class GroupCommit:
     """Small writes from many callers, written together: one transaction, one commit.
 
-    The same scheme as OutcomeWriter, for any write: each is a function run inside the shared
-    transaction (Tortoise's connection is then the transaction's), answered once the
-    transaction is committed. Should a transaction fail, each of its writes is tried alone, so
-    one that the database refuses fails only its own caller.
+    The same scheme as OutcomeWriter, for writes of any kind. A write is a `many` function and
+    one argument: the writes waiting when a transaction starts are grouped by their function,
+    each function is called once with its group's arguments (one statement for all of them,
+    where it can) inside the shared transaction, and each caller is answered with its own
+    result once the transaction is committed. Should a transaction fail, each of its writes is
+    tried alone, so one that the database refuses fails only its own caller.
     """
 
     def __init__(self, name: str) -> None:
@@ -104,10 +106,11 @@ class GroupCommit:
         self._writer: asyncio.Task[None] | None = None
         self.batches = 0  # transactions written
 
-    async def write(self, work: Callable[[], Awaitable[T]]) -> T:
-        """Run `work` in the next transaction; its result once that is committed."""
+    async def write(self, many: Many[A, T], argument: A) -> T:
+        """Have `many([argument, ...])` write this argument (with others waiting) in the next
+        transaction; this argument's result once that is committed."""
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Write(work, answer))
+        self._queue.append(_Write(many, argument, answer))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write(), name=self._name)
         # Shielded: a caller that goes away still has its write committed (or not) whole.
@@ -127,21 +130,34 @@ class GroupCommit:
                     await self._write_batch([write])
 
     async def _write_batch(self, batch: list[_Write]) -> bool:
+        groups: dict[Many[Any, Any], list[_Write]] = {}
+        for write in batch:
+            groups.setdefault(write.many, []).append(write)
         try:
             async with in_transaction():
-                results = [await write.work() for write in batch]
+                results = {
+                    many: await many([write.argument for write in writes])
+                    for many, writes in groups.items()
+                }
         except Exception as exc:
             if len(batch) == 1 and not batch[0].answer.done():
                 batch[0].answer.set_exception(exc)
             return False
         self.batches += 1
-        for write, result in zip(batch, results, strict=True):
-            if not write.answer.done():
-                write.answer.set_result(result)
+        for many, writes in groups.items():
+            for write, result in zip(writes, results[many], strict=True):
+                if not write.answer.done():
+                    write.answer.set_result(result)
         return True
+
+
+A = TypeVar("A")
+#: Writes several arguments at once: a result for each, in order.
+Many = Callable[[list[A]], Awaitable[list[T]]]
 
 
 @dataclass
 class _Write:
-    work: Callable[[], Awaitable[Any]]
+    many: Many[Any, Any]
+    argument: Any
     answer: asyncio.Future[Any]

@@ -253,7 +253,7 @@ async def settled_tasks(count: int) -> list[Task]:
     return [await Task.get(id=t.id) for t in tasks]
 
 
-async def test_a_text_costs_two_shared_commits_and_four_statements(open_db: str) -> None:
+async def test_texts_of_many_chats_share_their_statements_and_commits(open_db: str) -> None:
     sqlite_only(open_db)
     tasks = await settled_tasks(6)
     outbox = Outbox(lease=ANN)
@@ -263,14 +263,45 @@ async def test_a_text_costs_two_shared_commits_and_four_statements(open_db: str)
         assert all(c is not None and c.send_started_at is not None for c in claimed)
         done = await asyncio.gather(*(outbox.delivered(t, release_chat=True) for t in tasks))
     assert taken == {t.chat_id for t in tasks} and all(done)
-    # All the chats in one INSERT; per text one UPDATE before the send, and one UPDATE and
-    # one DELETE after it; the marks of the six texts in two commits (besides the INSERT's).
+    # All the chats in one INSERT; the claims (each marking its send in flight) in one UPDATE
+    # per transaction, the delivered marks in one UPDATE and the chats let go in one DELETE
+    # per transaction; the first caller's write goes alone, the five others join the next.
     assert len(trace.of("INSERT")) == 1
-    assert len(trace.of("UPDATE")) == 2 * 6 and len(trace.of("DELETE")) == 6
-    assert trace.commits <= 1 + 2 + 2  # the INSERT's, and each group's (one late joiner)
+    assert len(trace.of("UPDATE")) <= 2 + 2 and len(trace.of("DELETE")) <= 2
+    assert trace.commits <= 1 + 2 + 2
     assert not trace.of("SELECT")
     assert await ChatLease.all().count() == 0
     assert all(t.notification_sent for t in await Task.all())
+
+
+async def test_one_text_costs_three_statements_in_two_commits(open_db: str) -> None:
+    sqlite_only(open_db)
+    (task,) = await settled_tasks(1)
+    outbox = Outbox(lease=ANN)
+    await outbox.take_chats([task.chat_id])
+    async with traced() as trace:
+        claimed = await outbox.claim_for_send(task)
+        assert claimed is not None
+        assert await outbox.delivered(claimed, release_chat=True)
+    verbs = [s.split()[0].upper() for s in trace.statements]
+    assert verbs == ["BEGIN", "UPDATE", "COMMIT", "BEGIN", "UPDATE", "DELETE", "COMMIT"]
+
+
+@pytest.mark.postgres
+async def test_marks_of_one_batch_answer_each_outcome(open_db: str) -> None:
+    first, second = await settled_tasks(2)
+    refs = [OutcomeRef.of(first), OutcomeRef.of(second)]
+    stale = OutcomeRef(first.id, "run-replaced", TaskState.COMPLETED)
+    claimed = await repository.claim_for_send_many([refs[1], stale, refs[0]])
+    assert [c.id if c else None for c in claimed] == [second.id, None, first.id]
+    marked = await repository.mark_delivered_many(
+        [(stale, None, False), (refs[0], 2, True), (refs[1], None, False), (refs[1], None, False)]
+    )
+    assert marked == [False, True, True, False]
+    stored = {t.id: t for t in await Task.all()}
+    assert stored[first.id].delivered_parts == 2 and stored[first.id].send_timed_out
+    assert stored[second.id].delivered_parts == 0 and not stored[second.id].send_timed_out
+    assert all(t.notification_sent and t.delivery_attempts == 1 for t in stored.values())
 
 
 @pytest.mark.postgres
