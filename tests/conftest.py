@@ -118,7 +118,7 @@ def postgres_template() -> Iterator[str]:
     try:
         yield name
     finally:
-        databases.drop_database(databases.url_of(name))
+        databases.drop_template(name)
 
 
 @pytest.fixture
