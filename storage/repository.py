@@ -36,19 +36,26 @@ from storage.models import (
 )
 from storage.prebuilt import Prebuilt, placeholders
 
+#: A user as Telegram shows them now: stored if new, names brought up to date if not (one
+#: statement; a language Telegram stops reporting is kept).
+_UPSERT_USER = Prebuilt(
+    """
+    INSERT INTO users (id, first_name, username, language_code, extract_count, always_as_file,
+                       last_task_number, created_at, updated_at)
+    VALUES (?, ?, ?, ?, 0, ?, 0, ?, ?)
+    ON CONFLICT (id) DO UPDATE SET first_name = excluded.first_name,
+        username = excluded.username,
+        language_code = COALESCE(excluded.language_code, users.language_code),
+        updated_at = excluded.updated_at
+    """
+)
+
 
 async def upsert_user(
     user_id: int, first_name: str, username: str | None, language_code: str | None = None
-) -> User:
-    user, created = await User.get_or_create(
-        id=user_id,
-        defaults={"first_name": first_name, "username": username, "language_code": language_code},
-    )
-    seen = (first_name, username, language_code or user.language_code)
-    if not created and (user.first_name, user.username, user.language_code) != seen:
-        user.first_name, user.username, user.language_code = seen
-        await user.save(update_fields=["first_name", "username", "language_code", "updated_at"])
-    return user
+) -> None:
+    stamp = now()
+    await _UPSERT_USER.count([user_id, first_name, username, language_code, False, stamp, stamp])
 
 
 async def set_user_preference(user_id: int, first_name: str, **values: object) -> None:
@@ -86,6 +93,14 @@ class NewTask:
     reuse: Task | None = None
 
 
+#: The user's own task numbers: taken from their counter, which only ever grows.
+_TAKE_NUMBERS = Prebuilt(
+    "UPDATE users SET last_task_number = last_task_number + ? WHERE id = ?"
+    " RETURNING last_task_number"
+)
+_NEW_RUN = Prebuilt("INSERT INTO task_runs (run_id, task_id, created_at) VALUES (?, ?, ?)")
+
+
 async def create_tasks(
     *,
     user_id: int,
@@ -102,9 +117,8 @@ async def create_tasks(
     wanted = [item if isinstance(item, NewTask) else NewTask(*item) for item in links]
     tasks = []
     async with in_transaction():
-        # The user's own numbers: taken from their counter, which only ever grows.
-        await User.filter(id=user_id).update(last_task_number=F("last_task_number") + len(wanted))
-        last = (await User.get(id=user_id)).last_task_number
+        (numbered,) = await _TAKE_NUMBERS.rows([len(wanted), user_id])
+        last = int(numbered["last_task_number"])
         stamp = now()
         for offset, item in enumerate(wanted):
             reused: dict[str, Any] = {}
@@ -131,7 +145,7 @@ async def create_tasks(
                 **reused,
             )
             if item.reuse is None:
-                await TaskRun.create(run_id=item.run_id, task_id=task.id)
+                await _NEW_RUN.count([item.run_id, task.id, stamp])
             tasks.append(task)
         await _spend_runs(user_id, sum(1 for item in wanted if item.reuse is None), stamp)
     return tasks
@@ -141,12 +155,15 @@ async def create_tasks(
 RUNS_SPENT_KEPT = dt.timedelta(hours=48)
 
 
+_SPEND_RUN = Prebuilt("INSERT INTO runs_spent (user_id, spent_at) VALUES (?, ?)")
+_FORGET_OLD_RUNS = Prebuilt("DELETE FROM runs_spent WHERE user_id = ? AND spent_at < ?")
+
+
 async def _spend_runs(user_id: int, count: int, moment: dt.datetime) -> None:
     if count:
-        await RunSpent.bulk_create(
-            [RunSpent(user_id=user_id, spent_at=moment) for _ in range(count)]
-        )
-        await RunSpent.filter(user_id=user_id, spent_at__lt=moment - RUNS_SPENT_KEPT).delete()
+        for _ in range(count):
+            await _SPEND_RUN.count([user_id, moment])
+        await _FORGET_OLD_RUNS.count([user_id, moment - RUNS_SPENT_KEPT])
 
 
 async def reusable_text(video_key: str, since: dt.datetime) -> Task | None:
