@@ -166,22 +166,35 @@ async def _spend_runs(user_id: int, count: int, moment: dt.datetime) -> None:
         await _FORGET_OLD_RUNS.count([user_id, moment - RUNS_SPENT_KEPT])
 
 
+_NEWEST_TEXT_OF_VIDEO = Prebuilt(
+    """
+    SELECT id FROM tasks
+    WHERE video_key = ? AND state = ? AND text_made_at >= ? AND result_text IS NOT NULL
+    ORDER BY text_made_at DESC LIMIT 1
+    """
+)
+
+
 async def reusable_text(video_key: str, since: dt.datetime) -> Task | None:
     """The newest text of this video extracted since `since` (any user's), if any."""
-    return (
-        await Task.filter(
-            video_key=video_key,
-            state=TaskState.COMPLETED,
-            text_made_at__gte=since,
-            result_text__isnull=False,
-        )
-        .order_by("-text_made_at")
-        .first()
-    )
+    # Asked for every link: prebuilt SQL finds it, and only a hit loads the row.
+    found = await _NEWEST_TEXT_OF_VIDEO.rows([video_key, TaskState.COMPLETED.value, since])
+    return await Task.get(id=found[0]["id"]) if found else None
 
 
 async def set_ack_message(task_id: int, message_id: int) -> None:
     await Task.filter(id=task_id).update(ack_message_id=message_id)
+
+
+_RUN_EXECUTE_ID = Prebuilt("UPDATE task_runs SET execute_id = ? WHERE run_id = ?")
+_STARTED = Prebuilt(
+    """
+    UPDATE tasks SET state = ?, started_at = ?, next_check_at = ?, checks = 0, execute_id = ?,
+        lease_holder = NULL, lease_until = NULL
+    WHERE id = ? AND run_id = ? AND state = ?
+    """
+)
+_TASK_EXECUTE_ID = Prebuilt("UPDATE tasks SET execute_id = ? WHERE id = ? AND run_id = ?")
 
 
 async def mark_started(
@@ -193,16 +206,14 @@ async def mark_started(
     settled the task, and the id still belongs to the run's history.
     """
     async with in_transaction():
-        await TaskRun.filter(run_id=run_id).update(execute_id=execute_id)
-        await Task.filter(id=task_id, run_id=run_id).update(execute_id=execute_id)
-        updated = await Task.filter(id=task_id, run_id=run_id, state=TaskState.PENDING).update(
-            state=TaskState.PROCESSING,
-            started_at=now(),
-            next_check_at=next_check_at,
-            checks=0,
-            **RELEASED,
-        )
-    return updated == 1
+        await _RUN_EXECUTE_ID.count([execute_id, run_id])
+        started = await _STARTED.count(
+            [TaskState.PROCESSING.value, now(), next_check_at, execute_id, task_id, run_id,
+             TaskState.PENDING.value]
+        )  # fmt: skip
+        if not started:  # settled already (a fast callback), or retried: the id only
+            await _TASK_EXECUTE_ID.count([execute_id, task_id, run_id])
+    return started == 1
 
 
 async def fail_start(*, task_id: int, run_id: str, error_kind: str, error_detail: str) -> bool:
@@ -808,8 +819,16 @@ async def newest_update_id() -> int | None:
     return newest.update_id if newest is not None else None
 
 
+_ANY_TASK_OF_MESSAGE = Prebuilt(
+    "SELECT id FROM tasks WHERE chat_id = ? AND request_message_id = ? LIMIT 1"
+)
+
+
 async def tasks_of_message(chat_id: int, request_message_id: int) -> list[Task]:
     """The tasks made from one message (to handle a replayed update only once)."""
+    # Almost always none (a new message): asked with prebuilt SQL, rows loaded only if any.
+    if not await _ANY_TASK_OF_MESSAGE.rows([chat_id, request_message_id]):
+        return []
     return await Task.filter(chat_id=chat_id, request_message_id=request_message_id).order_by("id")
 
 
