@@ -36,26 +36,47 @@ from storage.models import (
 )
 from storage.prebuilt import Prebuilt, placeholders
 
-#: A user as Telegram shows them now: stored if new, names brought up to date if not (one
-#: statement; a language Telegram stops reporting is kept).
+#: A user as Telegram shows them now: stored if new, names brought up to date if not (a
+#: language Telegram stops reporting is kept), and `?` task numbers taken from their counter,
+#: which only ever grows: one statement, which says the last number taken.
 _UPSERT_USER = Prebuilt(
     """
     INSERT INTO users (id, first_name, username, language_code, extract_count, always_as_file,
                        last_task_number, created_at, updated_at)
-    VALUES (?, ?, ?, ?, 0, ?, 0, ?, ?)
+    VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)
     ON CONFLICT (id) DO UPDATE SET first_name = excluded.first_name,
         username = excluded.username,
         language_code = COALESCE(excluded.language_code, users.language_code),
+        last_task_number = users.last_task_number + excluded.last_task_number,
         updated_at = excluded.updated_at
+    RETURNING last_task_number
     """
 )
+
+
+@dataclass(frozen=True)
+class UserNames:
+    """How Telegram shows a user now."""
+
+    first_name: str
+    username: str | None = None
+    language_code: str | None = None
 
 
 async def upsert_user(
     user_id: int, first_name: str, username: str | None, language_code: str | None = None
 ) -> None:
+    await _upsert(user_id, UserNames(first_name, username, language_code), numbers=0)
+
+
+async def _upsert(user_id: int, names: UserNames, *, numbers: int) -> int:
+    """Store or update the user, taking `numbers` task numbers; the last number taken."""
     stamp = now()
-    await _UPSERT_USER.count([user_id, first_name, username, language_code, False, stamp, stamp])
+    (row,) = await _UPSERT_USER.rows(
+        [user_id, names.first_name, names.username, names.language_code, False, numbers,
+         stamp, stamp]
+    )  # fmt: skip
+    return int(row["last_task_number"])
 
 
 async def set_user_preference(user_id: int, first_name: str, **values: object) -> None:
@@ -108,17 +129,23 @@ async def create_tasks(
     request_message_id: int,
     links: list[tuple[str, str]] | list[NewTask],
     expires_at: dt.datetime | None = None,
+    names: UserNames | None = None,
 ) -> list[Task]:
     """Store one task per link of one message, all or none: pending, or completed with the
     text of an earlier extraction of the same video (awaiting delivery, with no Coze run).
 
-    `expires_at` is the deadline: past it an unfinished task becomes `timeout`.
+    `expires_at` is the deadline: past it an unfinished task becomes `timeout`. With `names`,
+    the user is stored (or brought up to date) in the same transaction; without, they must
+    exist already.
     """
     wanted = [item if isinstance(item, NewTask) else NewTask(*item) for item in links]
     tasks = []
     async with in_transaction():
-        (numbered,) = await _TAKE_NUMBERS.rows([len(wanted), user_id])
-        last = int(numbered["last_task_number"])
+        if names is not None:
+            last = await _upsert(user_id, names, numbers=len(wanted))
+        else:
+            (numbered,) = await _TAKE_NUMBERS.rows([len(wanted), user_id])
+            last = int(numbered["last_task_number"])
         stamp = now()
         for offset, item in enumerate(wanted):
             reused: dict[str, Any] = {}
