@@ -36,19 +36,47 @@ from storage.models import (
 )
 from storage.prebuilt import Prebuilt, placeholders
 
+#: A user as Telegram shows them now: stored if new, names brought up to date if not (a
+#: language Telegram stops reporting is kept), and `?` task numbers taken from their counter,
+#: which only ever grows: one statement, which says the last number taken.
+_UPSERT_USER = Prebuilt(
+    """
+    INSERT INTO users (id, first_name, username, language_code, extract_count, always_as_file,
+                       last_task_number, created_at, updated_at)
+    VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)
+    ON CONFLICT (id) DO UPDATE SET first_name = excluded.first_name,
+        username = excluded.username,
+        language_code = COALESCE(excluded.language_code, users.language_code),
+        last_task_number = users.last_task_number + excluded.last_task_number,
+        updated_at = excluded.updated_at
+    RETURNING last_task_number
+    """
+)
+
+
+@dataclass(frozen=True)
+class UserNames:
+    """How Telegram shows a user now."""
+
+    first_name: str
+    username: str | None = None
+    language_code: str | None = None
+
 
 async def upsert_user(
     user_id: int, first_name: str, username: str | None, language_code: str | None = None
-) -> User:
-    user, created = await User.get_or_create(
-        id=user_id,
-        defaults={"first_name": first_name, "username": username, "language_code": language_code},
-    )
-    seen = (first_name, username, language_code or user.language_code)
-    if not created and (user.first_name, user.username, user.language_code) != seen:
-        user.first_name, user.username, user.language_code = seen
-        await user.save(update_fields=["first_name", "username", "language_code", "updated_at"])
-    return user
+) -> None:
+    await _upsert(user_id, UserNames(first_name, username, language_code), numbers=0)
+
+
+async def _upsert(user_id: int, names: UserNames, *, numbers: int) -> int:
+    """Store or update the user, taking `numbers` task numbers; the last number taken."""
+    stamp = now()
+    (row,) = await _UPSERT_USER.rows(
+        [user_id, names.first_name, names.username, names.language_code, False, numbers,
+         stamp, stamp]
+    )  # fmt: skip
+    return int(row["last_task_number"])
 
 
 async def set_user_preference(user_id: int, first_name: str, **values: object) -> None:
@@ -86,6 +114,14 @@ class NewTask:
     reuse: Task | None = None
 
 
+#: The user's own task numbers: taken from their counter, which only ever grows.
+_TAKE_NUMBERS = Prebuilt(
+    "UPDATE users SET last_task_number = last_task_number + ? WHERE id = ?"
+    " RETURNING last_task_number"
+)
+_NEW_RUN = Prebuilt("INSERT INTO task_runs (run_id, task_id, created_at) VALUES (?, ?, ?)")
+
+
 async def create_tasks(
     *,
     user_id: int,
@@ -93,18 +129,23 @@ async def create_tasks(
     request_message_id: int,
     links: list[tuple[str, str]] | list[NewTask],
     expires_at: dt.datetime | None = None,
+    names: UserNames | None = None,
 ) -> list[Task]:
     """Store one task per link of one message, all or none: pending, or completed with the
     text of an earlier extraction of the same video (awaiting delivery, with no Coze run).
 
-    `expires_at` is the deadline: past it an unfinished task becomes `timeout`.
+    `expires_at` is the deadline: past it an unfinished task becomes `timeout`. With `names`,
+    the user is stored (or brought up to date) in the same transaction; without, they must
+    exist already.
     """
     wanted = [item if isinstance(item, NewTask) else NewTask(*item) for item in links]
     tasks = []
     async with in_transaction():
-        # The user's own numbers: taken from their counter, which only ever grows.
-        await User.filter(id=user_id).update(last_task_number=F("last_task_number") + len(wanted))
-        last = (await User.get(id=user_id)).last_task_number
+        if names is not None:
+            last = await _upsert(user_id, names, numbers=len(wanted))
+        else:
+            (numbered,) = await _TAKE_NUMBERS.rows([len(wanted), user_id])
+            last = int(numbered["last_task_number"])
         stamp = now()
         for offset, item in enumerate(wanted):
             reused: dict[str, Any] = {}
@@ -131,7 +172,7 @@ async def create_tasks(
                 **reused,
             )
             if item.reuse is None:
-                await TaskRun.create(run_id=item.run_id, task_id=task.id)
+                await _NEW_RUN.count([item.run_id, task.id, stamp])
             tasks.append(task)
         await _spend_runs(user_id, sum(1 for item in wanted if item.reuse is None), stamp)
     return tasks
@@ -141,30 +182,46 @@ async def create_tasks(
 RUNS_SPENT_KEPT = dt.timedelta(hours=48)
 
 
+_SPEND_RUN = Prebuilt("INSERT INTO runs_spent (user_id, spent_at) VALUES (?, ?)")
+_FORGET_OLD_RUNS = Prebuilt("DELETE FROM runs_spent WHERE user_id = ? AND spent_at < ?")
+
+
 async def _spend_runs(user_id: int, count: int, moment: dt.datetime) -> None:
     if count:
-        await RunSpent.bulk_create(
-            [RunSpent(user_id=user_id, spent_at=moment) for _ in range(count)]
-        )
-        await RunSpent.filter(user_id=user_id, spent_at__lt=moment - RUNS_SPENT_KEPT).delete()
+        for _ in range(count):
+            await _SPEND_RUN.count([user_id, moment])
+        await _FORGET_OLD_RUNS.count([user_id, moment - RUNS_SPENT_KEPT])
+
+
+_NEWEST_TEXT_OF_VIDEO = Prebuilt(
+    """
+    SELECT id FROM tasks
+    WHERE video_key = ? AND state = ? AND text_made_at >= ? AND result_text IS NOT NULL
+    ORDER BY text_made_at DESC LIMIT 1
+    """
+)
 
 
 async def reusable_text(video_key: str, since: dt.datetime) -> Task | None:
     """The newest text of this video extracted since `since` (any user's), if any."""
-    return (
-        await Task.filter(
-            video_key=video_key,
-            state=TaskState.COMPLETED,
-            text_made_at__gte=since,
-            result_text__isnull=False,
-        )
-        .order_by("-text_made_at")
-        .first()
-    )
+    # Asked for every link: prebuilt SQL finds it, and only a hit loads the row.
+    found = await _NEWEST_TEXT_OF_VIDEO.rows([video_key, TaskState.COMPLETED.value, since])
+    return await Task.get(id=found[0]["id"]) if found else None
 
 
 async def set_ack_message(task_id: int, message_id: int) -> None:
     await Task.filter(id=task_id).update(ack_message_id=message_id)
+
+
+_RUN_EXECUTE_ID = Prebuilt("UPDATE task_runs SET execute_id = ? WHERE run_id = ?")
+_STARTED = Prebuilt(
+    """
+    UPDATE tasks SET state = ?, started_at = ?, next_check_at = ?, checks = 0, execute_id = ?,
+        lease_holder = NULL, lease_until = NULL
+    WHERE id = ? AND run_id = ? AND state = ?
+    """
+)
+_TASK_EXECUTE_ID = Prebuilt("UPDATE tasks SET execute_id = ? WHERE id = ? AND run_id = ?")
 
 
 async def mark_started(
@@ -176,16 +233,14 @@ async def mark_started(
     settled the task, and the id still belongs to the run's history.
     """
     async with in_transaction():
-        await TaskRun.filter(run_id=run_id).update(execute_id=execute_id)
-        await Task.filter(id=task_id, run_id=run_id).update(execute_id=execute_id)
-        updated = await Task.filter(id=task_id, run_id=run_id, state=TaskState.PENDING).update(
-            state=TaskState.PROCESSING,
-            started_at=now(),
-            next_check_at=next_check_at,
-            checks=0,
-            **RELEASED,
-        )
-    return updated == 1
+        await _RUN_EXECUTE_ID.count([execute_id, run_id])
+        started = await _STARTED.count(
+            [TaskState.PROCESSING.value, now(), next_check_at, execute_id, task_id, run_id,
+             TaskState.PENDING.value]
+        )  # fmt: skip
+        if not started:  # settled already (a fast callback), or retried: the id only
+            await _TASK_EXECUTE_ID.count([execute_id, task_id, run_id])
+    return started == 1
 
 
 async def fail_start(*, task_id: int, run_id: str, error_kind: str, error_detail: str) -> bool:
@@ -890,8 +945,16 @@ async def newest_update_id() -> int | None:
     return newest.update_id if newest is not None else None
 
 
+_ANY_TASK_OF_MESSAGE = Prebuilt(
+    "SELECT id FROM tasks WHERE chat_id = ? AND request_message_id = ? LIMIT 1"
+)
+
+
 async def tasks_of_message(chat_id: int, request_message_id: int) -> list[Task]:
     """The tasks made from one message (to handle a replayed update only once)."""
+    # Almost always none (a new message): asked with prebuilt SQL, rows loaded only if any.
+    if not await _ANY_TASK_OF_MESSAGE.rows([chat_id, request_message_id]):
+        return []
     return await Task.filter(chat_id=chat_id, request_message_id=request_message_id).order_by("id")
 
 

@@ -22,7 +22,14 @@ from tortoise.timezone import now
 
 from coze import CozeCallError, RunHistory, RunStatus, StartedRun, callback_token
 from storage import Task, User, history, repository
-from storage.repository import ApplyResult, NewTask, Outcome, RetryDecision, RetryRefusal
+from storage.repository import (
+    ApplyResult,
+    NewTask,
+    Outcome,
+    RetryDecision,
+    RetryRefusal,
+    UserNames,
+)
 from tasks.claims import Claims
 from tasks.log_context import about
 from tasks.metrics import Metrics
@@ -223,7 +230,6 @@ class TaskService:
         refused = len(wanted) - len(taken)
         if not taken:
             return Submission([], new=True, refused=refused, allowance=allowance)
-        await repository.upsert_user(user.id, user.first_name, user.username, user.language_code)
         tasks = await repository.create_tasks(
             user_id=user.id,
             chat_id=chat_id,
@@ -231,6 +237,7 @@ class TaskService:
             links=taken,
             # The deadline is set when the run is started (a queued task waits without one).
             expires_at=None,
+            names=UserNames(user.first_name, user.username, user.language_code),
         )
         if any(item.reuse is not None for item in taken):
             self.outbox_ready.set()
