@@ -114,6 +114,9 @@ class AiohttpRequest(BaseRequest):
             cookie_jar=aiohttp.DummyCookieJar(),
             headers={"User-Agent": self.USER_AGENT},
             raise_for_status=False,
+            # As httpx did: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY from the
+            # environment (where Telegram is blocked, the way out is often a proxy).
+            trust_env=True,
         )
 
     async def shutdown(self) -> None:

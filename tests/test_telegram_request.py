@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import telegram
+from aiohttp import web
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
 
@@ -166,6 +167,32 @@ async def test_a_refused_connection_is_a_network_error_without_the_token() -> No
     assert not isinstance(raised.value, TimedOut)
     assert raised.value.message.startswith("aiohttp.ClientConnectorError: ")
     assert token not in raised.value.message
+
+
+async def test_a_proxy_named_in_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As with httpx before: operators where Telegram is blocked set HTTPS_PROXY."""
+    seen: list[str] = []
+
+    async def forward(request: web.Request) -> web.Response:
+        seen.append(str(request.url))
+        return web.json_response({"ok": True, "result": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    try:
+        async with AiohttpRequest() as request:
+            assert await request.post("http://api.telegram.invalid/bot1:T/getMe") is True
+    finally:
+        await runner.cleanup()
+    assert seen == ["http://api.telegram.invalid/bot1:T/getMe"]
 
 
 async def test_an_error_message_naming_the_url_loses_it() -> None:
