@@ -118,7 +118,8 @@ def configure_logging(level: str, secrets: tuple[str, ...], log_format: str = "t
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # httpx logs every request URL at INFO, and Telegram's URLs hold the bot token.
+    # httpx (Coze's client, cozepy) logs every request URL at INFO; Telegram's URLs hold the bot
+    # token, and would too if a transport that logs them were ever used again.
     for noisy in ("httpx", "httpcore", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # cozepy installs a handler of its own that bypasses ours (and its masking): route it here.
