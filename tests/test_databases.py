@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,18 +32,14 @@ def test_the_storage_suites_run_on_postgresql_too() -> None:
             databases.read_tasks(name)
 
 
-# A copy given back is used again (tests/databases.py): [postgres] runs alone, deselected
-# without a server.
+# A copy given back is emptied and used again (tests/databases.py): [postgres] runs alone,
+# deselected without a server.
 
 
 @pytest.fixture
-def template(database_kind: str) -> Iterator[str]:
+def template(database_kind: str, postgres_template: str) -> str:
     assert database_kind == databases.POSTGRES
-    name = databases.create_postgres_template()
-    try:
-        yield name
-    finally:
-        databases.drop_template(name)
+    return postgres_template
 
 
 LOCK = 4242
@@ -90,16 +85,18 @@ async def _after_reuse(conn: Any) -> tuple[int, int, bool]:
 
 @pytest.mark.postgres_only
 def test_a_database_given_back_is_emptied_for_the_next_test_as_a_new_copy(template: str) -> None:
-    with databases.postgres_database(template) as first:
-        lingering = Lingering(first)
+    used = databases.create_database(template)
+    try:
+        lingering = Lingering(used)
         lingering.start()
         assert lingering.ready.wait(10)
-    # The next test gets it again: the connection left on it closed (its lock gone), its
-    # tables empty, their ids starting again at 1.
-    with databases.postgres_database(template) as second:
-        assert second == first
+        # What the next test gets: the same database, the connection left on it closed (its
+        # lock gone), its tables empty, their ids starting again at 1.
+        assert databases._emptied(used, template) == used
         assert lingering.closed.wait(10)
-        assert databases.in_thread(databases._on(second, _after_reuse)) == (0, 1, True)
+        assert databases.in_thread(databases._on(used, _after_reuse)) == (0, 1, True)
+    finally:
+        databases.drop_database(used)
 
 
 async def _change_schema(conn: Any) -> None:
@@ -108,10 +105,13 @@ async def _change_schema(conn: Any) -> None:
 
 @pytest.mark.postgres_only
 def test_a_database_whose_schema_a_test_changed_is_dropped_not_handed_out(template: str) -> None:
-    with databases.postgres_database(template) as changed:
-        databases.in_thread(databases._on(changed, _change_schema))
-    with databases.postgres_database(template) as next_one:
-        assert next_one != changed
-        assert databases.read_tasks(next_one) == []
-    with pytest.raises(Exception, match="does not exist"):
-        databases.read_tasks(changed)
+    changed = databases.create_database(template)
+    databases.in_thread(databases._on(changed, _change_schema))
+    instead = databases._emptied(changed, template)
+    try:
+        assert instead != changed
+        assert databases.read_tasks(instead) == []
+        with pytest.raises(Exception, match="does not exist"):
+            databases.read_tasks(changed)
+    finally:
+        databases.drop_database(instead)
