@@ -138,8 +138,10 @@ async def steady_users(
     telegram: FakeTelegram, coze: FakeCoze, workdir: Path, *, rate: float, seconds: float
 ) -> Figures:
     """`rate` new users a second paste one link each, for `seconds`, against a Bot API that
-    refuses calls past 30 in any second; workflows take 3 s."""
-    coze.outcome_for = lambda url: WorkflowOutcome(text=TEXT, duration=3.0)
+    refuses calls past 30 in any second. Workflows take 1.5 x `seconds` + 1 s, as real ones take
+    tens of seconds: no text competes with the acknowledgements (no backlog; `draining_backlog`
+    measures them with one)."""
+    coze.outcome_for = lambda url: WorkflowOutcome(text=TEXT, duration=seconds * 1.5 + 1.0)
     stopwatch = Stopwatch()
     telegram.on_message = stopwatch
     users = [60_000 + n for n in range(round(rate * seconds))]

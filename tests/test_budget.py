@@ -4,6 +4,7 @@ window after their answer), the most urgent first."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -93,7 +94,7 @@ async def test_a_call_in_flight_holds_its_place_until_a_window_after_its_answer(
 
     async def slow() -> None:
         nonlocal started
-        async with budget.place(Priority.TEXT):
+        async with budget.place(Priority.ANSWER):  # answers are not spaced: all leave at once
             started += 1
             await release.wait()
 
@@ -125,3 +126,28 @@ async def test_below_one_call_a_window_the_calls_are_spaced_out() -> None:
     assert (budget.capacity, budget.window) == (1, 2.0)
     with pytest.raises(ValueError):
         SlidingBudget(0)
+
+
+async def test_texts_are_spaced_so_an_answer_waits_one_spacing_not_a_window() -> None:
+    """A backlog of texts granted at once would fill the window together and free it together
+    a window later: an acknowledgement arriving in between would wait most of a window."""
+    budget = SlidingBudget(20, window=1.0)  # 20 places; a text every 50 ms
+    loop = asyncio.get_running_loop()
+    granted: list[float] = []
+
+    async def text() -> None:
+        async with budget.place(Priority.TEXT):
+            granted.append(loop.time())
+
+    backlog = [asyncio.create_task(text()) for _ in range(40)]
+    await asyncio.sleep(0.5)
+    # Evenly spaced from the first: about ten in half a second, not the whole window's 20.
+    assert 9 <= len(granted) <= 11, len(granted)
+    gaps = [b - a for a, b in itertools.pairwise(granted)]
+    assert min(gaps) >= 0.05 - 0.005
+    asked = loop.time()
+    await take(budget, Priority.ANSWER)
+    assert loop.time() - asked < 0.01  # a free place at once: the window is half used
+    for task in backlog:
+        task.cancel()
+    await asyncio.gather(*backlog, return_exceptions=True)
