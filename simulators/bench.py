@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import gc
 import json
 import logging
 import os
@@ -49,18 +50,23 @@ SCENARIOS = ("callbacks", "steady", "drain", "callback", "poll", "many", "flood"
 
 async def run(args: argparse.Namespace) -> Results:
     results: Results = {}
-    telegram, coze = FakeTelegram(), FakeCoze(callback_timeout=5.0)
-    await telegram.start()
-    await coze.start()
-    try:
-        with tempfile.TemporaryDirectory(prefix="link2text-bench-") as folder:
-            workdir = Path(folder)
-            for name in args.only or SCENARIOS:
-                print(f"running {name} ...", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="link2text-bench-") as folder:
+        workdir = Path(folder)
+        for name in args.only or SCENARIOS:
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            # Fresh simulators each time: what the last scenario left in them (thousands of
+            # messages) would make this process's garbage collection pause, and those pauses
+            # would show up as the bot's latency.
+            telegram, coze = FakeTelegram(), FakeCoze(callback_timeout=5.0)
+            await telegram.start()
+            await coze.start()
+            try:
                 results.update(await _scenario(name, telegram, coze, workdir, args))
-    finally:
-        await coze.stop()
-        await telegram.stop()
+            finally:
+                await coze.stop()
+                await telegram.stop()
+            del telegram, coze
+            gc.collect()
     return results
 
 
