@@ -7,14 +7,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import socket
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
-import pytest_asyncio
 import telegram
 from aiohttp import web
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile
@@ -23,6 +21,7 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, Time
 from bot.runtime import StartupError, running_bot
 from bot.telegram_request import AiohttpRequest, _without_url
 from simulators.coze import FakeCoze
+from simulators.soak import free_port
 from simulators.telegram import FakeTelegram, UploadedFile
 from tests.conftest import Conversation, make_settings
 
@@ -36,15 +35,11 @@ def seconds(value: object) -> float:
     return float(total_seconds() if total_seconds else value)  # type: ignore[arg-type]
 
 
-@pytest_asyncio.fixture
-async def tg() -> AsyncIterator[FakeTelegram]:
-    fake = FakeTelegram()
-    await fake.start()
-    fake.user_sends(USER, "hi")  # the chat exists: the bot may write to it
-    try:
-        yield fake
-    finally:
-        await fake.stop()
+@pytest.fixture
+def tg(telegram: FakeTelegram) -> FakeTelegram:
+    """conftest's fake Bot API, with a chat the bot may write to."""
+    telegram.user_sends(USER, "hi")
+    return telegram
 
 
 def bot_on(url: str, token: str, request: AiohttpRequest) -> telegram.Bot:
@@ -157,9 +152,7 @@ async def test_a_full_pool_times_out_without_sending(tg: FakeTelegram) -> None:
 
 
 async def test_a_refused_connection_is_a_network_error_without_the_token() -> None:
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     token = "123456:SECRET-TOKEN"
     async with AiohttpRequest() as request:
         with pytest.raises(NetworkError) as raised:
