@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tortoise.timezone import now
 
@@ -168,38 +169,47 @@ async def steady_users(
 # --- acknowledgements while a backlog of texts drains ----------------------------------------
 
 
-async def store_settled_outcomes(database_url: str, chats: list[int]) -> None:
-    """One completed task per chat whose text has not been sent: a backlog, before the bot
-    starts."""
-    moment = now()
+async def store_tasks(database_url: str, rows: list[dict[str, Any]]) -> None:
+    """Store tasks (each row a Task's fields; one task per user, each user's first) with their
+    users and runs, straight into the database before the bot starts. Rows, not Task objects:
+    a model built before Tortoise is set up drops its foreign keys."""
     async with open_database(database_url):
-        await User.bulk_create([User(id=chat, first_name="U") for chat in chats])
-        await Task.bulk_create(
-            [
-                Task(
-                    user_id=chat,
-                    user_number=1,
-                    chat_id=chat,
-                    request_message_id=1,
-                    input_url=f"https://v.douyin.com/backlog-{chat}/",
-                    run_id=f"backlog-{chat}",
-                    state=TaskState.COMPLETED,
-                    result_text=TEXT,
-                    text_made_at=moment,
-                    started_at=moment,
-                    completed_at=moment,
-                    progress=100,
-                    counted=True,
-                )
-                for chat in chats
-            ],
-            batch_size=500,
+        await User.bulk_create(
+            [User(id=row["user_id"], first_name="U") for row in rows], batch_size=500
         )
+        await Task.bulk_create([Task(**row) for row in rows], batch_size=500)
         ids = {task.run_id: task.id for task in await Task.all().only("id", "run_id")}
         await TaskRun.bulk_create(
             [TaskRun(run_id=run_id, task_id=task_id) for run_id, task_id in ids.items()],
             batch_size=500,
         )
+
+
+async def store_settled_outcomes(database_url: str, chats: list[int]) -> None:
+    """One completed task per chat whose text has not been sent: a backlog, before the bot
+    starts."""
+    moment = now()
+    await store_tasks(
+        database_url,
+        [
+            dict(
+                user_id=chat,
+                user_number=1,
+                chat_id=chat,
+                request_message_id=1,
+                input_url=f"https://v.douyin.com/backlog-{chat}/",
+                run_id=f"backlog-{chat}",
+                state=TaskState.COMPLETED,
+                result_text=TEXT,
+                text_made_at=moment,
+                started_at=moment,
+                completed_at=moment,
+                progress=100,
+                counted=True,
+            )
+            for chat in chats
+        ],
+    )
 
 
 async def draining_backlog(

@@ -32,20 +32,16 @@ from aiohttp import web
 from tortoise.timezone import now
 
 from coze import callback_token
-from simulators.bench_scenarios import quantile
+from simulators.bench_scenarios import SECRET, TEXT, quantile, sections_for, store_tasks
 from simulators.coze import FakeCoze
 from simulators.measured_bot import measured_bot
-from simulators.settings import bot_settings
 from simulators.soak import free_port
 from simulators.telegram import FakeTelegram, SentMessage
-from storage import Task, TaskRun, TaskState, User, open_database
+from storage import TaskState
 from tasks import CallbackReceipt, CallbackReport
 from tasks.service import TaskService
 from webhook import create_app
 from webhook.app import CALLBACK_PATH, TASK_SERVICE
-
-SECRET = "bench-callback-secret-0123456789"
-TEXT = "这是视频里说的话。This is what the video says. " * 30
 
 
 @dataclass
@@ -79,31 +75,25 @@ async def store_running_tasks(database_url: str, count: int) -> list[str]:
     """`count` tasks whose runs are in flight (one per user), stored before the bot starts."""
     run_ids = [f"bench-{n:06d}" for n in range(count)]
     later = now().replace(year=now().year + 1)
-    async with open_database(database_url):
-        await User.bulk_create([User(id=100_000 + n, first_name="U") for n in range(count)])
-        await Task.bulk_create(
-            [
-                Task(
-                    user_id=100_000 + n,
-                    user_number=1,
-                    chat_id=100_000 + n,
-                    request_message_id=1,
-                    input_url=f"https://v.douyin.com/bench-{n}/",
-                    run_id=run_id,
-                    state=TaskState.PROCESSING,
-                    execute_id=f"exec-{n}",
-                    started_at=now(),
-                    next_check_at=later,
-                    expires_at=later,
-                )
-                for n, run_id in enumerate(run_ids)
-            ],
-            batch_size=500,
-        )
-        ids = {task.run_id: task.id for task in await Task.all()}
-        await TaskRun.bulk_create(
-            [TaskRun(run_id=run_id, task_id=ids[run_id]) for run_id in run_ids], batch_size=500
-        )
+    await store_tasks(
+        database_url,
+        [
+            dict(
+                user_id=100_000 + n,
+                user_number=1,
+                chat_id=100_000 + n,
+                request_message_id=1,
+                input_url=f"https://v.douyin.com/bench-{n}/",
+                run_id=run_id,
+                state=TaskState.PROCESSING,
+                execute_id=f"exec-{n}",
+                started_at=now(),
+                next_check_at=later,
+                expires_at=later,
+            )
+            for n, run_id in enumerate(run_ids)
+        ],
+    )
     return run_ids
 
 
@@ -248,17 +238,16 @@ async def measure(
     telegram: FakeTelegram, coze: FakeCoze, workdir: Path, tasks: int, connections: int
 ) -> CallbackRun:
     name = f"callbacks-{connections}"
-    sections = bot_settings(
+    sections = sections_for(
         telegram,
         coze,
         workdir,
-        callback_secret=SECRET,
-        database_name=f"{name}.sqlite3",
-        log_level="WARNING",
+        name,
+        {
+            "telegram": {"max_requests_per_second": 5000.0},
+            "delivery": {"max_messages_per_second": 5000.0, "per_chat_interval_seconds": 0.0},
+        },
     )
-    sections["telegram"]["max_requests_per_second"] = 5000.0
-    sections["delivery"]["max_messages_per_second"] = 5000.0
-    sections["delivery"]["per_chat_interval_seconds"] = 0.0
     for n in range(tasks):  # the users' chats exist: their texts can be sent
         telegram.meet(100_000 + n)
     run_ids = await store_running_tasks(str(sections["storage"]["database_url"]), tasks)
