@@ -193,6 +193,10 @@ async def test_an_error_message_naming_the_url_loses_it() -> None:
     message = _without_url(error, url)
     assert "SECRET-TOKEN" not in message
     assert "Can not write request body for" in message
+    # A message naming only the URL's path (where the token is) loses that too.
+    path_only = OSError("Cannot connect to /bot123456:SECRET-TOKEN/sendDocument [refused]")
+    message = _without_url(path_only, url)
+    assert message == "Cannot connect to <url> [refused]"
 
 
 # ------------------------------------------------------------------ what PTB makes of replies
