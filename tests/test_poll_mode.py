@@ -4,11 +4,9 @@ after the start, then each pause twice the last."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-import pytest_asyncio
 
+from bot.config import Settings
 from bot.runtime import RunningBot, running_bot
 from simulators.coze import FakeCoze, WorkflowOutcome
 from simulators.telegram import FakeTelegram
@@ -18,21 +16,17 @@ from tests.conftest import Conversation, delivered, make_settings, text_buttons
 pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
 
 POLL = 0.1
+POLL_MODE: dict[str, object] = {"completion": "poll", "poll_interval_seconds": POLL}
 
 
-@pytest_asyncio.fixture
-async def polling_bot(
-    database_url: str, telegram: FakeTelegram, coze: FakeCoze
-) -> AsyncIterator[RunningBot]:
-    settings = make_settings(
-        database_url, telegram, coze, coze={"completion": "poll", "poll_interval_seconds": POLL}
-    )
-    async with running_bot(settings) as running:
-        yield running
+@pytest.fixture
+def settings(database_url: str, telegram: FakeTelegram, coze: FakeCoze) -> Settings:
+    """conftest's, in poll mode: its `bot` fixture runs on these."""
+    return make_settings(database_url, telegram, coze, coze=POLL_MODE)
 
 
 async def test_a_link_gets_its_text_read_from_run_history(
-    polling_bot: RunningBot, chat: Conversation, coze: FakeCoze
+    bot: RunningBot, chat: Conversation, coze: FakeCoze
 ) -> None:
     coze.outcome_for = lambda url: WorkflowOutcome(text="The words, read back.", duration=0.05)
     chat.send("https://v.douyin.com/polled/")
@@ -49,7 +43,7 @@ async def test_a_link_gets_its_text_read_from_run_history(
 
 
 async def test_a_long_run_is_polled_less_and_less_often(
-    polling_bot: RunningBot, chat: Conversation, coze: FakeCoze
+    bot: RunningBot, chat: Conversation, coze: FakeCoze
 ) -> None:
     """A run of 1.5 s polled every 0.1 s would cost 15 run-history calls; with the pause
     doubling (0.1, 0.2, 0.4, 0.8 s ...) it costs about five."""
@@ -68,11 +62,7 @@ async def test_the_first_look_comes_after_the_poll_interval_not_the_next_scan(
     """The reconciler sleeps until its next pass (up to `tasks.scan_interval_seconds`, here a
     minute) when nothing is due; a run started meanwhile must not wait for that pass."""
     settings = make_settings(
-        database_url,
-        telegram,
-        coze,
-        coze={"completion": "poll", "poll_interval_seconds": POLL},
-        tasks={"scan_interval_seconds": 60.0},
+        database_url, telegram, coze, coze=POLL_MODE, tasks={"scan_interval_seconds": 60.0}
     )
     coze.outcome_for = lambda url: WorkflowOutcome(text="Read in time.", duration=0.05)
     async with running_bot(settings):
