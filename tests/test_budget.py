@@ -73,6 +73,17 @@ async def test_an_urgent_call_with_room_left_passes_waiting_lower_ones() -> None
     # Room again: an answer never waits behind texts queued earlier.
     await asyncio.wait_for(take(budget, Priority.ANSWER), 0.01)
 
+    # A text waiting for its spacing (a tenth of a second here) with places free: an answer
+    # asked for meanwhile goes at once, not after it.
+    spaced = SlidingBudget(10, window=1.0)
+    await take(spaced, Priority.TEXT)
+    second_text = asyncio.create_task(take(spaced, Priority.TEXT))
+    await asyncio.sleep(0)
+    assert spaced.waiting(Priority.TEXT) == 1
+    await asyncio.wait_for(take(spaced, Priority.ANSWER), 0.05)
+    assert not second_text.done()
+    await second_text
+
 
 async def test_a_cancelled_wait_gives_its_turn_to_the_next() -> None:
     budget = SlidingBudget(100, window=0.1)
@@ -124,8 +135,9 @@ async def take(budget: SlidingBudget, priority: Priority) -> None:
 async def test_below_one_call_a_window_the_calls_are_spaced_out() -> None:
     budget = SlidingBudget(0.5)
     assert (budget.capacity, budget.window) == (1, 2.0)
-    with pytest.raises(ValueError):
-        SlidingBudget(0)
+    for per_second, window in [(0, 1.0), (-1, 1.0), (10, 0.0), (10, -1.0)]:
+        with pytest.raises(ValueError):
+            SlidingBudget(per_second, window=window)
 
 
 async def test_texts_are_spaced_so_an_answer_waits_one_spacing_not_a_window() -> None:
