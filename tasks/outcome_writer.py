@@ -1,16 +1,20 @@
-"""Outcomes that arrive together are written together: one transaction, one commit.
+"""Writes that arrive together are written together: one transaction, one commit.
 
 Every outcome is stored before its callback is answered (nothing acknowledged may be lost), so
-written one by one each pays a commit, an fsync, of its own. Here outcomes queue up while a
+written one by one each pays a commit, an fsync, of its own. Here writes queue up while a
 write is under way; the writer then takes all of them (up to a batch), applies them in one
-transaction (one conditional UPDATE each) and answers them all. Under load many share a
-commit; alone, an outcome waits for nothing. Should a batch's transaction fail, each of its
-outcomes is written alone, so one that the database refuses fails only itself.
+transaction and answers them all. Under load many share a commit; alone, a write waits for
+nothing. Should a batch's transaction fail, each of its writes is made alone, so one that the
+database refuses fails only itself.
+
+GroupCommit is the scheme, for writes of any kind; OutcomeWriter uses it for outcomes (one
+conditional UPDATE each, in `repository.apply_outcomes`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -26,82 +30,29 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
 
+A = TypeVar("A")
 T = TypeVar("T")
-
-
-@dataclass
-class _Waiting:
-    run_id: str
-    outcome: Outcome
-    via_callback: bool
-    answer: asyncio.Future[ApplyResult]
-
-
-class OutcomeWriter:
-    def __init__(self) -> None:
-        self._queue: deque[_Waiting] = deque()
-        self._writer: asyncio.Task[None] | None = None
-        self.batches = 0  # transactions written (for the benchmark)
-
-    async def apply(self, run_id: str, outcome: Outcome, *, via_callback: bool) -> ApplyResult:
-        """Store the outcome (with whatever else is waiting); what became of it."""
-        answer: asyncio.Future[ApplyResult] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Waiting(run_id, outcome, via_callback, answer))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write(), name="outcome-writer")
-        # Shielded: a caller that goes away (a dropped connection) leaves its outcome queued,
-        # and it is written all the same.
-        return await asyncio.shield(answer)
-
-    async def drain(self) -> None:
-        """Wait until everything queued has been written."""
-        while self._writer is not None and not self._writer.done():
-            await asyncio.gather(self._writer, return_exceptions=True)
-
-    async def _write(self) -> None:
-        while self._queue:
-            batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
-            if not await self._write_batch(batch) and len(batch) > 1:
-                log.warning("%d outcomes could not be written together; writing each", len(batch))
-                for waiting in batch:
-                    await self._write_batch([waiting])
-
-    async def _write_batch(self, batch: list[_Waiting]) -> bool:
-        """Apply the batch in one transaction and answer each; False if it failed (a batch of
-        one then answers with the error)."""
-        try:
-            results = await repository.apply_outcomes(
-                [(w.run_id, w.outcome, w.via_callback) for w in batch]
-            )
-        except Exception as exc:
-            if len(batch) == 1:
-                _fail(batch[0], exc)
-            return False
-        self.batches += 1
-        for waiting, result in zip(batch, results, strict=True):
-            if not waiting.answer.done():
-                waiting.answer.set_result(result)
-        return True
-
-
-def _fail(waiting: _Waiting, error: BaseException) -> None:
-    if not waiting.answer.done():
-        waiting.answer.set_exception(error)
+#: Writes several arguments at once: a result for each, in order.
+Many = Callable[[list[A]], Awaitable[list[T]]]
 
 
 class GroupCommit:
     """Small writes from many callers, written together: one transaction, one commit.
 
-    The same scheme as OutcomeWriter, for writes of any kind. A write is a `many` function and
-    one argument: the writes waiting when a transaction starts are grouped by their function,
-    each function is called once with its group's arguments (one statement for all of them,
-    where it can) inside the shared transaction, and each caller is answered with its own
-    result once the transaction is committed. Should a transaction fail, each of its writes is
-    tried alone, so one that the database refuses fails only its own caller.
+    A write is a `many` function and one argument: the writes waiting when a transaction
+    starts are grouped by their function, each function is called once with its group's
+    arguments (one statement for all of them, where it can) inside the shared transaction, and
+    each caller is answered with its own result once the transaction is committed. Should a
+    transaction fail, each of its writes is tried alone, so one that the database refuses
+    fails only its own caller.
+
+    `transaction=False`: the one `many` ever written through makes its own transaction (its
+    whole batch in one), so none is opened around it.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, transaction: bool = True) -> None:
         self._name = name
+        self._transaction = transaction
         self._queue: deque[_Write] = deque()
         self._writer: asyncio.Task[None] | None = None
         self.batches = 0  # transactions written
@@ -113,11 +64,13 @@ class GroupCommit:
         self._queue.append(_Write(many, argument, answer))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write(), name=self._name)
-        # Shielded: a caller that goes away still has its write committed (or not) whole.
+        # Shielded: a caller that goes away (a dropped connection) still has its write
+        # committed (or not) whole.
         result: T = await asyncio.shield(answer)
         return result
 
     async def drain(self) -> None:
+        """Wait until everything queued has been written."""
         while self._writer is not None and not self._writer.done():
             await asyncio.gather(self._writer, return_exceptions=True)
 
@@ -130,11 +83,13 @@ class GroupCommit:
                     await self._write_batch([write])
 
     async def _write_batch(self, batch: list[_Write]) -> bool:
+        """Make the batch's writes in one transaction and answer each; False if it failed (a
+        batch of one then answers with the error)."""
         groups: dict[Many[Any, Any], list[_Write]] = {}
         for write in batch:
             groups.setdefault(write.many, []).append(write)
         try:
-            async with in_transaction():
+            async with in_transaction() if self._transaction else contextlib.nullcontext():
                 results = {
                     many: await many([write.argument for write in writes])
                     for many, writes in groups.items()
@@ -151,13 +106,34 @@ class GroupCommit:
         return True
 
 
-A = TypeVar("A")
-#: Writes several arguments at once: a result for each, in order.
-Many = Callable[[list[A]], Awaitable[list[T]]]
-
-
 @dataclass
 class _Write:
     many: Many[Any, Any]
     argument: Any
     answer: asyncio.Future[Any]
+
+
+class OutcomeWriter:
+    """Outcomes written together (GroupCommit), each batch by `repository.apply_outcomes`,
+    which is one transaction of its own."""
+
+    def __init__(self) -> None:
+        self._writes = GroupCommit("outcome-writer", transaction=False)
+
+    @property
+    def batches(self) -> int:
+        """Transactions written (for the benchmark)."""
+        return self._writes.batches
+
+    async def apply(self, run_id: str, outcome: Outcome, *, via_callback: bool) -> ApplyResult:
+        """Store the outcome (with whatever else is waiting); what became of it."""
+        return await self._writes.write(_apply_outcomes, (run_id, outcome, via_callback))
+
+    async def drain(self) -> None:
+        """Wait until everything queued has been written."""
+        await self._writes.drain()
+
+
+async def _apply_outcomes(items: list[tuple[str, Outcome, bool]]) -> list[ApplyResult]:
+    # Looked up at each batch, not bound at import (a test stands in for it).
+    return await repository.apply_outcomes(items)
