@@ -20,8 +20,9 @@ What it keeps of HTTPXRequest's behaviour:
   aiohttp's exceptions never escape. The request's URL (which holds the bot token) is never
   in a message.
 - No redirects followed, no cookies kept, certificates checked against certifi's bundle (or
-  SSL_CERT_FILE / SSL_CERT_DIR), like httpx. Unlike httpx, proxy variables of the
-  environment (HTTPS_PROXY, ALL_PROXY) are not read: the bot has no proxy setting.
+  SSL_CERT_FILE / SSL_CERT_DIR), and a proxy named in the environment (HTTPS_PROXY,
+  HTTP_PROXY, NO_PROXY) used, like httpx. Unlike httpx, aiohttp reads no ALL_PROXY and takes
+  only an http:// proxy (an https:// one is ignored, with a warning).
 
 Timeouts, mapped onto aiohttp's:
 
@@ -114,8 +115,8 @@ class AiohttpRequest(BaseRequest):
             cookie_jar=aiohttp.DummyCookieJar(),
             headers={"User-Agent": self.USER_AGENT},
             raise_for_status=False,
-            # As httpx did: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY from the
-            # environment (where Telegram is blocked, the way out is often a proxy).
+            # As httpx did: HTTPS_PROXY / HTTP_PROXY and NO_PROXY from the environment
+            # (where Telegram is blocked, the way out is often a proxy); not ALL_PROXY.
             trust_env=True,
         )
 
