@@ -259,6 +259,8 @@ async def test_a_document_arrives_intact_with_its_filename(tg: FakeTelegram, fil
 # ------------------------------------------------------------------ the session's life
 
 
+# Read through functions: mypy would keep what an assert on the attribute narrowed it to
+# (`is not None`, `not closed`) past the shutdown that changes it, and call the rest unreachable.
 def session_of(request: AiohttpRequest) -> aiohttp.ClientSession | None:
     return request._session
 
