@@ -693,12 +693,6 @@ async def claim_outcome(ref: OutcomeRef) -> Task | None:
     return await _undelivered(ref).first()
 
 
-#: Only this outcome, and only while it is still waiting for delivery (as `_undelivered`).
-_UNDELIVERED_SQL = (
-    "id = ? AND run_id = ? AND state = ? AND notification_sent = FALSE AND undeliverable = FALSE"
-)
-
-
 async def claim_for_send(ref: OutcomeRef) -> Task | None:
     """`claim_outcome` and `mark_in_flight` in one statement: the outcome as stored, if it
     still awaits delivery, now marked as being sent.
