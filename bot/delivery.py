@@ -240,7 +240,7 @@ class DeliveryLoop:
             while queue and not self._stopping.is_set():
                 if chat_id in self._let_go:
                     # The last delivery let the chat go with its mark, and more came since.
-                    if not await self._outbox.take_chats([chat_id]):
+                    if not await self._outbox.take_chat(chat_id):
                         break
                     self._let_go.discard(chat_id)
                 task = queue.popleft()
