@@ -195,7 +195,7 @@ async def _spend_runs(user_id: int, count: int, moment: dt.datetime) -> None:
 
 _NEWEST_TEXT_OF_VIDEO = Prebuilt(
     """
-    SELECT id FROM tasks
+    SELECT * FROM tasks
     WHERE video_key = ? AND state = ? AND text_made_at >= ? AND result_text IS NOT NULL
     ORDER BY text_made_at DESC LIMIT 1
     """
@@ -204,9 +204,9 @@ _NEWEST_TEXT_OF_VIDEO = Prebuilt(
 
 async def reusable_text(video_key: str, since: dt.datetime) -> Task | None:
     """The newest text of this video extracted since `since` (any user's), if any."""
-    # Asked for every link: prebuilt SQL finds it, and only a hit loads the row.
+    # Asked for every link: prebuilt SQL finds it and reads the row, in one statement.
     found = await _NEWEST_TEXT_OF_VIDEO.rows([video_key, TaskState.COMPLETED.value, since])
-    return await Task.get(id=found[0]["id"]) if found else None
+    return Task._init_from_db(**found[0]) if found else None
 
 
 async def set_ack_message(task_id: int, message_id: int) -> None:
