@@ -939,17 +939,16 @@ async def newest_update_id() -> int | None:
     return newest.update_id if newest is not None else None
 
 
-_ANY_TASK_OF_MESSAGE = Prebuilt(
-    "SELECT id FROM tasks WHERE chat_id = ? AND request_message_id = ? LIMIT 1"
+_TASKS_OF_MESSAGE = Prebuilt(
+    "SELECT * FROM tasks WHERE chat_id = ? AND request_message_id = ? ORDER BY id"
 )
 
 
 async def tasks_of_message(chat_id: int, request_message_id: int) -> list[Task]:
     """The tasks made from one message (to handle a replayed update only once)."""
-    # Almost always none (a new message): asked with prebuilt SQL, rows loaded only if any.
-    if not await _ANY_TASK_OF_MESSAGE.rows([chat_id, request_message_id]):
-        return []
-    return await Task.filter(chat_id=chat_id, request_message_id=request_message_id).order_by("id")
+    # Asked for every message, almost always a new one (none): prebuilt SQL, one statement.
+    rows = await _TASKS_OF_MESSAGE.rows([chat_id, request_message_id])
+    return [Task._init_from_db(**row) for row in rows]
 
 
 # --- quotas and access ----------------------------------------------------------------------
